@@ -55,6 +55,9 @@ extern "C" {
 #define TALLY_EEXIST     (-1012) /* a journal already exists there */
 #define TALLY_ETORN      (-1013) /* verify: the tail is torn (recovery would cut it) */
 #define TALLY_EPRUNED    (-1014) /* record body removed by compaction or forgotten key */
+/* Checkpoint module (checkpoint/checkpoint.h), numbered from -1100 down. */
+#define TALLY_ECHAIN     (-1100) /* RPC endpoints disagree, or the chain is not the configured one */
+#define TALLY_EREVERTED  (-1101) /* the anchor contract refused the call, or a tx was mined with status 0 */
 
 const char *tally_strerror(int err);
 
