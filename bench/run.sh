@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds the journal benchmark in release mode in its own build dir
+# (build-bench/, so it never disturbs anyone's debug build) and runs it.
+# Arguments go to bench-journal: --quick, --dir DIR, --big-mb N,
+# --threads N, --only CASE,...  (see bench-journal --help).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+build="$root/build-bench"
+
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" "$root" --buildtype=release -Dtests=false >/dev/null
+else
+  meson configure "$build" -Dbuildtype=release -Dtests=false >/dev/null
+fi
+ninja -C "$build" -j2 bench/bench-journal >/dev/null
+exec "$build/bench/bench-journal" "$@"
