@@ -1,0 +1,126 @@
+/*
+ * main.c — the `tally` command: a table of subcommands drives dispatch,
+ * `tally --help`, `tally help CMD` and `tally CMD --help`. Each subcommand
+ * is one cmd-*.c file; adding one is adding a row here.
+ */
+#include "common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+extern const char cmd_keygen_usage[];
+extern const char cmd_init_usage[];
+extern const char cmd_append_usage[];
+extern const char cmd_cat_usage[];
+extern const char cmd_head_usage[];
+extern const char cmd_verify_usage[];
+
+static const struct cli_cmd commands[] = {
+    { "keygen", cmd_keygen, "create a new random master key file", cmd_keygen_usage },
+    { "init",   cmd_init,   "create a journal in a directory", cmd_init_usage },
+    { "append", cmd_append, "append records read from stdin", cmd_append_usage },
+    { "cat",    cmd_cat,    "decrypt and print records", cmd_cat_usage },
+    { "head",   cmd_head,   "print the last seq and chain link (no key needed)", cmd_head_usage },
+    { "verify", cmd_verify, "check a whole journal, with or without the key", cmd_verify_usage },
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct cli_cmd *find_cmd(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void general_usage(FILE *f)
+{
+    size_t i;
+
+    fputs("Usage: tally COMMAND [ARGS...]\n"
+          "       tally help [COMMAND]\n"
+          "       tally --help | --version\n"
+          "\n"
+          "tally keeps an append-only, encrypted, hash-chained journal in a\n"
+          "directory (format: docs/FORMAT.md).\n"
+          "\n"
+          "Commands:\n", f);
+    for (i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fputs("\n"
+          "Run 'tally help COMMAND' or 'tally COMMAND --help' for its options.\n"
+          "\n"
+          "Environment:\n"
+          "  TALLY_KEY_FILE  key file to use when --key-file is not given\n"
+          "\n", f);
+    fputs(cli_exit_status_help, f);
+}
+
+static int print_general_help(void)
+{
+    general_usage(stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        perror("tally: writing help to stdout");
+        return EXIT_OPERATIONAL;
+    }
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    const struct cli_cmd *cmd;
+    char prog[64];
+
+    if (sodium_init() < 0) {
+        fputs("tally: initialising libsodium failed\n", stderr);
+        return EXIT_OPERATIONAL;
+    }
+    if (argc < 2) {
+        fputs("tally: no command given\n"
+              "Try 'tally --help'.\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc == 2)
+            return print_general_help();
+        fputs("tally: --help takes no arguments\n"
+              "Try 'tally help COMMAND'.\n", stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        printf("tally %s (libsodium %s)\n", TALLY_VERSION_STRING,
+               sodium_version_string());
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_OPERATIONAL;
+    }
+    if (strcmp(argv[1], "help") == 0) {
+        if (argc == 2)
+            return print_general_help();
+        if (argc > 3) {
+            fputs("tally help: give at most one command\n", stderr);
+            return EXIT_USAGE;
+        }
+        cmd = find_cmd(argv[2]);
+        if (cmd == NULL) {
+            fprintf(stderr, "tally help: unknown command '%s'\n"
+                            "Try 'tally --help'.\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        return cli_help(cmd);
+    }
+    cmd = find_cmd(argv[1]);
+    if (cmd == NULL) {
+        fprintf(stderr, "tally: unknown command '%s'\n"
+                        "Try 'tally --help'.\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    /* The subcommand sees argv[0] = "tally CMD", so that getopt's own
+     * messages name the command they are about. */
+    snprintf(prog, sizeof prog, "tally %s", cmd->name);
+    argv[1] = prog;
+    cli_getopt_reset();
+    return cmd->run(cmd, argc - 1, argv + 1);
+}
