@@ -55,6 +55,7 @@ extern "C" {
 #define TALLY_EEXIST     (-1012) /* a journal already exists there */
 #define TALLY_ETORN      (-1013) /* verify: the tail is torn (recovery would cut it) */
 #define TALLY_EPRUNED    (-1014) /* record body removed by compaction or forgotten key */
+#define TALLY_EKEYPERM   (-1015) /* key file readable by group or others */
 /* Checkpoint module (checkpoint/checkpoint.h), numbered from -1100 down. */
 #define TALLY_ECHAIN     (-1100) /* RPC endpoints disagree, or the chain is not the configured one */
 #define TALLY_EREVERTED  (-1101) /* the anchor contract refused the call, or a tx was mined with status 0 */
@@ -130,6 +131,9 @@ typedef struct tally_recovery {
     uint64_t cut_bytes;     /* bytes removed from the tail (0: none) */
     uint64_t cut_first_seq; /* first seq that was lost with them (0: none) */
     char segment[32];       /* file name of the segment that was cut */
+    /* When tally_open fails, the only field it sets: what failed and where
+     * (segment file, byte offset, seq), since no handle is returned. */
+    char message[256];
 } tally_recovery;
 
 /* Creates a journal in dir (created if missing; must not hold one).
@@ -213,7 +217,10 @@ int tally_iter_open(tally_iter **ret, const char *dir,
 
 /* 1: *ret holds the next record; 0: end of the journal; <0: error (the
  * place is in tally_iter_errmsg). A pruned record is returned with kind 3
- * and decrypted = 0. */
+ * and decrypted = 0. A CLEAR record (kind 2: CHECKPOINT, COMPACTION) has
+ * type, key and payload filled in even without the key; decrypted says
+ * whether its tag was checked. After 0, calling again picks up records a
+ * live writer appended since (also in segment files created since). */
 int tally_iter_next(tally_iter *it, tally_record *ret);
 
 const char *tally_iter_errmsg(const tally_iter *it);
@@ -252,7 +259,8 @@ int tally_read_head(const char *dir, tally_head_info *ret);
 /* ---- keys --------------------------------------------------------------- */
 
 /* Reads a key file: 32 raw bytes, or 64 hex digits with an optional
- * newline. The file must not be readable by group or others. out must be
+ * newline. The file must not be readable by group or others
+ * (TALLY_EKEYPERM); a malformed one gives TALLY_EKEY. out must be
  * TALLY_KEY_BYTES (ideally sodium_malloc'd); it is wiped on failure. */
 int tally_key_load(const char *path, uint8_t out[static TALLY_KEY_BYTES]);
 

@@ -1,0 +1,516 @@
+/*
+ * reader.c — reading a journal without the lock: the iterator (replay),
+ * tally_verify (a full walk that fills a report) and tally_read_head.
+ *
+ * The iterator reads segment files in name order through the walker
+ * (segment.c), which checks structure and chain with large buffered reads;
+ * with a key it also decrypts and authenticates every record. Memory is
+ * bounded by the largest frame, whatever the size of the journal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "tally-internal.h"
+
+struct tally_iter {
+    int dirfd;
+    ti_meta meta;
+    unsigned flags;
+    uint64_t from_seq;
+    bool keyed;          /* a key was given and decryption is on */
+    uint8_t *dks;        /* sodium_malloc'd: 32 bytes per epoch entry */
+    bool *dk_ok;
+    ti_aead aead;
+    bool seg_key;        /* the current segment's key is installed */
+    char **names;
+    size_t n, idx;
+    char cur[TF_SEG_NAME_LEN + 1];
+    uint64_t cur_no;
+    ti_walk w;
+    ti_buf work;         /* AD + plaintext */
+    ti_buf raw;          /* decompressed payload */
+    int err;             /* sticky */
+    char errmsg[256];
+    char err_seg[32];
+    uint64_t err_off, err_seq;
+    /* counters for verify */
+    uint64_t segments, bytes;
+};
+
+static int iter_fail(tally_iter *it, int rc, uint64_t off, uint64_t seq,
+                     const char *why)
+{
+    it->err = rc;
+    ti_msg(it->err_seg, sizeof it->err_seg, "%s", it->cur);
+    it->err_off = off;
+    it->err_seq = seq;
+    ti_msg(it->errmsg, sizeof it->errmsg, "%s: offset %" PRIu64
+           ", seq %" PRIu64 ": %s", it->cur, off, seq, why);
+    return rc;
+}
+
+void tally_iter_free(tally_iter *it)
+{
+    if (!it)
+        return;
+    if (it->dirfd >= 0)
+        close(it->dirfd);
+    if (it->dks) {
+        sodium_free(it->dks);
+    }
+    free(it->dk_ok);
+    ti_aead_free(&it->aead);
+    ti_seg_list_free(it->names, it->n);
+    ti_walk_free(&it->w);
+    if (it->work.p)
+        sodium_memzero(it->work.p, it->work.cap);
+    ti_buf_free(&it->work);
+    if (it->raw.p)
+        sodium_memzero(it->raw.p, it->raw.cap);
+    ti_buf_free(&it->raw);
+    ti_meta_free(&it->meta);
+    free(it);
+}
+
+static int iter_open(tally_iter **ret, const char *dir,
+                     const uint8_t *master_key, uint64_t from_seq,
+                     unsigned flags, char *err, size_t errlen)
+{
+    if (!ret || !dir)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    tally_iter *it = calloc(1, sizeof *it);
+    if (!it)
+        return -ENOMEM;
+    it->dirfd = -1;
+    it->w.rf.fd = -1;
+    int rc;
+    it->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (it->dirfd < 0) {
+        rc = errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+        ti_msg(err, errlen, "%s: cannot open directory", dir);
+        goto fail;
+    }
+    rc = ti_meta_read(it->dirfd, master_key, &it->meta, err, errlen);
+    if (rc < 0)
+        goto fail;
+    it->flags = flags;
+    it->from_seq = from_seq;
+    it->keyed = master_key && !(flags & TALLY_ITER_NO_DECRYPT);
+    if (it->keyed) {
+        rc = ti_aead_alloc(&it->aead, it->meta.cipher);
+        if (rc < 0) {
+            ti_msg(err, errlen, "%s",
+                   rc == TALLY_ECIPHER ? "AES-256-GCM is not available on "
+                                         "this CPU"
+                                       : "cannot set up the cipher");
+            goto fail;
+        }
+        it->dks = sodium_malloc(32u * it->meta.epoch_count);
+        it->dk_ok = calloc(it->meta.epoch_count, sizeof *it->dk_ok);
+        if (!it->dks || !it->dk_ok) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        for (uint16_t i = 0; i < it->meta.epoch_count; i++) {
+            rc = ti_epoch_unwrap(&it->meta.epochs[i], master_key,
+                                 it->meta.jid, it->dks + 32u * i);
+            if (rc == TALLY_EPRUNED)
+                continue; /* forgotten: its records stay sealed */
+            if (rc < 0) {
+                ti_msg(err, errlen, "cannot unwrap the data key of epoch %u",
+                       it->meta.epochs[i].epoch);
+                goto fail;
+            }
+            it->dk_ok[i] = true;
+        }
+    }
+    rc = ti_seg_list(it->dirfd, &it->names, &it->n);
+    if (rc < 0) {
+        ti_msg(err, errlen, "%s: cannot list segment files", dir);
+        goto fail;
+    }
+    ti_walk_init(&it->w, it->meta.jid, it->meta.cipher);
+    *ret = it;
+    return 0;
+fail:
+    tally_iter_free(it);
+    return rc;
+}
+
+int tally_iter_open(tally_iter **ret, const char *dir,
+                    const uint8_t *master_key, uint64_t from_seq,
+                    unsigned flags)
+{
+    return iter_open(ret, dir, master_key, from_seq, flags, NULL, 0);
+}
+
+const char *tally_iter_errmsg(const tally_iter *it)
+{
+    return it ? it->errmsg : "";
+}
+
+void tally_iter_id(const tally_iter *it, uint8_t ret_id[static TALLY_ID_BYTES])
+{
+    memcpy(ret_id, it->meta.jid, TALLY_ID_BYTES);
+}
+
+/* Picks up files that appeared since the listing (a live writer rolled
+ * over). Returns 1 if there is a next file to read. */
+static int more_files(tally_iter *it)
+{
+    if (it->idx < it->n)
+        return 1;
+    char **names;
+    size_t n;
+    if (ti_seg_list(it->dirfd, &names, &n) < 0)
+        return 0;
+    const char *last = it->n ? it->names[it->n - 1] : "";
+    size_t first_new = 0;
+    while (first_new < n && strcmp(names[first_new], last) <= 0)
+        first_new++;
+    if (first_new == n) {
+        ti_seg_list_free(names, n);
+        return 0;
+    }
+    ti_seg_list_free(it->names, it->n);
+    /* Keep only the new names; idx restarts at them. */
+    for (size_t i = 0; i < first_new; i++)
+        free(names[i]);
+    memmove(names, names + first_new, (n - first_new) * sizeof *names);
+    it->names = names;
+    it->n = n - first_new;
+    it->idx = 0;
+    return 1;
+}
+
+static int install_segment_key(tally_iter *it)
+{
+    it->seg_key = false;
+    if (!it->keyed)
+        return 0;
+    for (uint16_t i = 0; i < it->meta.epoch_count; i++) {
+        if (it->meta.epochs[i].epoch != it->w.seg.epoch)
+            continue;
+        if (!it->dk_ok[i])
+            return 0;
+        uint8_t *sk = sodium_malloc(32);
+        if (!sk)
+            return -ENOMEM;
+        ti_derive_segment_key(sk, it->dks + 32u * i, it->meta.jid,
+                              it->w.seg.segment_no, it->w.seg.salt);
+        ti_aead_setkey(&it->aead, sk);
+        sodium_free(sk);
+        it->seg_key = true;
+        return 0;
+    }
+    return 0;
+}
+
+/* Fills ret from the walker's current frame; decrypts when it can. */
+static int emit(tally_iter *it, tally_record *ret)
+{
+    ti_walk *w = &it->w;
+    const ti_frame_hdr *h = &w->fh;
+    tally_record r;
+    memset(&r, 0, sizeof r);
+    r.seq = h->seq;
+    r.ts_ns = h->ts_ns;
+    r.kind = h->kind;
+    r.body_len = h->body_len;
+    memcpy(r.record_hash, w->record_hash, 32);
+    memcpy(r.link, w->frame + ti_frame_len(h) - 32, 32);
+    r.segment = it->cur;
+    r.offset = w->frame_off;
+    if (h->kind == TF_KIND_PRUNED) {
+        *ret = r;
+        return 1;
+    }
+    const uint8_t *env = NULL;
+    size_t env_len = 0;
+    bool auth = it->seg_key;
+    if (auth) {
+        int rc = ti_buf_reserve(&it->work, TF_AD_BYTES + h->body_len);
+        if (rc < 0)
+            return iter_fail(it, rc, w->frame_off, h->seq, "out of memory");
+        if (ti_frame_open(&it->aead, it->meta.jid, w->prev_link, w->frame, h,
+                          it->work.p, &env, &env_len) < 0)
+            return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, h->seq,
+                             "record does not authenticate (tag)");
+    } else if (h->kind == TF_KIND_CLEAR) {
+        /* Readable without the key, not authenticated (decrypted = 0). */
+        env = w->frame + TF_FRAME_HEADER_BYTES;
+        env_len = h->body_len - TF_TAG_BYTES;
+    } else {
+        *ret = r;
+        return 1;
+    }
+    ti_env e;
+    const char *why;
+    if (ti_env_parse(env, env_len, h, &e, &why) < 0)
+        return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, h->seq, why);
+    r.type = e.type;
+    r.key = e.key_len ? e.key : NULL;
+    r.key_len = e.key_len;
+    r.payload = e.data;
+    r.payload_len = e.data_len;
+    if (h->flags & TF_FRAME_COMPRESSED) {
+        int rc = ti_buf_reserve(&it->raw, e.raw_len ? e.raw_len : 1);
+        if (rc < 0)
+            return iter_fail(it, rc, w->frame_off, h->seq, "out of memory");
+        uLongf out = e.raw_len;
+        uLong in = e.data_len;
+        if (uncompress2(it->raw.p, &out, e.data, &in) != Z_OK ||
+            out != e.raw_len || in != e.data_len)
+            return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, h->seq,
+                             "compressed payload does not inflate to raw_len");
+        r.payload = it->raw.p;
+        r.payload_len = e.raw_len;
+    }
+    r.decrypted = auth ? 1 : 0;
+    *ret = r;
+    return 1;
+}
+
+int tally_iter_next(tally_iter *it, tally_record *ret)
+{
+    if (!it || !ret)
+        return -EINVAL;
+    if (it->err)
+        return it->err;
+    ti_walk *w = &it->w;
+    for (;;) {
+        if (!w->file_open) {
+            if (!more_files(it))
+                return 0;
+            const char *name = it->names[it->idx++];
+            uint64_t no;
+            (void)ti_seg_parse_name(name, &no);
+            /* A leftover of an interrupted compaction merge: its segments
+             * were already read from the merged file. */
+            if (w->segment_no > 0 && no <= w->segment_no)
+                continue;
+            ti_msg(it->cur, sizeof it->cur, "%s", name);
+            it->cur_no = no;
+            int rc = ti_walk_open_file(w, it->dirfd, name);
+            if (rc == -ENOENT)
+                continue; /* removed since the listing (an empty segment) */
+            if (rc < 0)
+                return iter_fail(it, rc, 0, w->next_seq, "cannot open");
+        }
+        int ev = ti_walk_next(w);
+        switch (ev) {
+        case TI_EV_SEGMENT:
+            if (w->frame_off == 0 && w->seg.segment_no != it->cur_no)
+                return iter_fail(it, TALLY_EINTEGRITY, 0, w->seg.first_seq,
+                                 "segment number differs from the file name");
+            if (!ti_meta_epoch(&it->meta, w->seg.epoch))
+                return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
+                                 w->seg.first_seq,
+                                 "segment epoch unknown to the metadata");
+            it->segments++;
+            {
+                int rc = install_segment_key(it);
+                if (rc < 0)
+                    return iter_fail(it, rc, w->frame_off, w->seg.first_seq,
+                                     "out of memory");
+            }
+            continue;
+        case TI_EV_FRAME:
+            if (w->fh.seq < it->from_seq)
+                continue;
+            return emit(it, ret);
+        case TI_EV_EOF:
+            if (more_files(it)) {
+                it->bytes += w->pos;
+                ti_rfile_close(&w->rf);
+                w->file_open = false;
+                continue;
+            }
+            /* The end, for now: stay on this file so that a later call
+             * sees what a live writer appends to it. */
+            return 0;
+        case TI_EV_TORN:
+            if (more_files(it))
+                return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
+                                 w->next_seq, w->why);
+            if (it->flags & TALLY_ITER_TOLERATE_TAIL)
+                return 0;
+            return iter_fail(it, TALLY_ETORN, w->frame_off, w->next_seq,
+                             w->why);
+        case TI_EV_BAD:
+            return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, w->next_seq,
+                             w->why);
+        default:
+            return iter_fail(it, ev, w->frame_off, w->next_seq,
+                             "read error");
+        }
+    }
+}
+
+/* ---- verify ---------------------------------------------------------------- */
+
+int tally_verify(const char *dir, const uint8_t *master_key,
+                 tally_verify_report *ret)
+{
+    tally_verify_report rep;
+    memset(&rep, 0, sizeof rep);
+    tally_iter *it = NULL;
+    int rc = iter_open(&it, dir, master_key, 0, 0, rep.message,
+                       sizeof rep.message);
+    if (rc < 0) {
+        if (rc == TALLY_EINTEGRITY || rc == TALLY_EFORMAT)
+            ti_msg(rep.segment, sizeof rep.segment, "%s", TF_META_FILE);
+        if (ret)
+            *ret = rep;
+        return rc;
+    }
+    memcpy(rep.journal_id, it->meta.jid, 32);
+    rep.cipher = it->meta.cipher;
+    rep.keyed = master_key != NULL;
+    tally_record r;
+    while ((rc = tally_iter_next(it, &r)) == 1) {
+        if (rep.records == 0) {
+            rep.first_seq = r.seq;
+            rep.first_ts_ns = rep.last_ts_ns = r.ts_ns;
+        }
+        rep.records++;
+        rep.last_seq = r.seq;
+        if (r.ts_ns < rep.first_ts_ns)
+            rep.first_ts_ns = r.ts_ns;
+        if (r.ts_ns > rep.last_ts_ns)
+            rep.last_ts_ns = r.ts_ns;
+        if (r.kind == TF_KIND_PRUNED)
+            rep.pruned++;
+    }
+    rep.segments = it->segments;
+    rep.bytes = it->bytes + (it->w.file_open ? it->w.pos : 0);
+    memcpy(rep.head, it->w.link, 32);
+    if (rc < 0) {
+        ti_msg(rep.segment, sizeof rep.segment, "%s", it->err_seg);
+        rep.offset = it->err_off;
+        rep.seq = it->err_seq;
+        ti_msg(rep.message, sizeof rep.message, "%s", it->errmsg);
+    }
+    tally_iter_free(it);
+    if (ret)
+        *ret = rep;
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- read_head --------------------------------------------------------------- */
+
+/* The head that one file ends with: 1 found, 0 the file holds no valid
+ * segment header (look at the previous file), <0 error. Structure only,
+ * except that the last frame's link is recomputed: a last frame that does
+ * not verify is not part of the head (recovery would cut it). */
+static int file_head(int dirfd, const ti_meta *m, const char *name,
+                     tally_head_info *h)
+{
+    ti_walk w;
+    ti_walk_init(&w, m->jid, m->cipher);
+    w.nohash = true;
+    w.started = false;
+    int rc = ti_walk_open_file(&w, dirfd, name);
+    if (rc < 0)
+        goto out;
+    bool have = false, have_frame = false;
+    uint64_t last_off = 0;
+    ti_frame_hdr fh = { 0 };
+    uint8_t prev[32];
+    for (;;) {
+        int ev = ti_walk_next(&w);
+        if (ev < 0) {
+            rc = ev;
+            goto out;
+        }
+        if (ev == TI_EV_SEGMENT) {
+            have = true;
+            have_frame = false;
+            h->seq = w.seg.first_seq - 1;
+            memcpy(h->link, w.seg.prev_link, 32);
+        } else if (ev == TI_EV_FRAME) {
+            have_frame = true;
+            last_off = w.frame_off;
+            fh = w.fh;
+            memcpy(prev, w.prev_link, 32);
+            h->seq = w.fh.seq;
+            memcpy(h->link, w.link, 32);
+        } else {
+            break; /* EOF, or a torn/bad tail: the head is before it */
+        }
+    }
+    if (!have) {
+        rc = 0;
+        goto out;
+    }
+    if (have_frame) {
+        const uint8_t *f;
+        rc = ti_rfile_get(&w.rf, last_off, (size_t)ti_frame_len(&fh), &f);
+        if (rc < 0)
+            goto out;
+        uint8_t rh[32], l[32];
+        const char *why;
+        if (rc == 0 || ti_frame_record_hash(f, &fh, rh, &why) < 0) {
+            rc = TALLY_EINTEGRITY;
+            goto out;
+        }
+        ti_link(l, prev, rh);
+        if (memcmp(l, h->link, 32) != 0) {
+            h->seq = fh.seq - 1;
+            memcpy(h->link, prev, 32);
+        }
+    }
+    rc = 1;
+out:
+    ti_walk_free(&w);
+    return rc;
+}
+
+int tally_read_head(const char *dir, tally_head_info *ret)
+{
+    if (!dir || !ret)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+    ti_meta m;
+    char **names = NULL;
+    size_t n = 0;
+    int rc = ti_meta_read(dirfd, NULL, &m, NULL, 0);
+    if (rc < 0) {
+        close(dirfd);
+        return rc;
+    }
+    rc = ti_seg_list(dirfd, &names, &n);
+    if (rc < 0)
+        goto out;
+    tally_head_info h;
+    memset(&h, 0, sizeof h);
+    ti_genesis(h.link, m.jid);
+    for (size_t i = n; i-- > 0;) {
+        rc = file_head(dirfd, &m, names[i], &h);
+        if (rc == -ENOENT)
+            continue;
+        if (rc < 0)
+            goto out;
+        if (rc == 1)
+            break;
+    }
+    h.durable_seq = 0;
+    *ret = h;
+    rc = 0;
+out:
+    ti_seg_list_free(names, n);
+    ti_meta_free(&m);
+    close(dirfd);
+    return rc;
+}

@@ -1,0 +1,855 @@
+/*
+ * writer.c — creating a journal and the writer handle (FORMAT.md §5, §6):
+ * open (lock, key check, recovery, a new segment), thread-safe appends with
+ * the four sync policies, segment rollover, sync, head and close.
+ *
+ * Concurrency: one mutex guards the chain (seq, link), the pending buffer
+ * and the segment. Frames are encrypted and hashed under it so that seq
+ * order is chain order; the write() and fdatasync() of a flush run outside
+ * it, by one "leader" at a time (flushing = true), while other appenders
+ * keep filling the other buffer (group commit). A failed write or sync
+ * poisons the handle: it is never retried.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "tally-internal.h"
+
+#define NONE_BUFFER (1u << 20)     /* NONE: bytes buffered before a write */
+#define INTERVAL_CAP (8u << 20)    /* INTERVAL: write early past this */
+#define COMPRESS_MIN 64u           /* smaller payloads are not worth trying */
+
+struct dbg_fail {
+    bool armed;
+    unsigned after;
+    int err;
+};
+
+struct tally {
+    int dirfd, lockfd;
+    ti_meta meta;
+    uint8_t *mk; /* sodium_malloc'd master key */
+    uint8_t *dk; /* sodium_malloc'd data key of the current epoch */
+    ti_aead aead;
+    tally_sync_policy sync;
+    uint32_t interval_ms;
+    bool compress;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   /* a flush ended, or the segment changed */
+    pthread_cond_t tick; /* wakes the interval thread (monotonic clock) */
+    pthread_t thr;
+    bool thr_started, stopping;
+
+    /* the current segment */
+    int segfd;
+    uint64_t segno;
+    char segname[TF_SEG_NAME_LEN + 1];
+    uint64_t seg_bytes;  /* header + every frame, written or buffered */
+    uint64_t seg_frames;
+
+    /* the chain */
+    uint64_t seq;
+    uint8_t link[32];
+    uint64_t written_seq, durable_seq;
+
+    ti_buf cur, spare;   /* frames not yet written / being written */
+    bool flushing;
+    int poison;          /* first write/sync error, 0 if none */
+    ti_buf clear_work;
+    char errmsg[256];
+    struct dbg_fail dbg[3];
+};
+
+/* ---- the test hook and the I/O it wraps ---------------------------------- */
+
+void tally_debug_fail(tally *t, int op, unsigned after_n, int err)
+{
+    if (!t || (op != TALLY_DEBUG_WRITE && op != TALLY_DEBUG_FSYNC))
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->dbg[op].armed = true;
+    t->dbg[op].after = after_n;
+    t->dbg[op].err = err < 0 ? -err : err;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Called only by the one thread doing I/O (a leader, or under the lock with
+ * no flush running), so the counters need no further locking. */
+static int dbg_hit(tally *t, int op)
+{
+    struct dbg_fail *d = &t->dbg[op];
+    if (!d->armed)
+        return 0;
+    if (d->after > 0) {
+        d->after--;
+        return 0;
+    }
+    d->armed = false;
+    return -(d->err ? d->err : EIO);
+}
+
+static int w_write(tally *t, int fd, const void *p, size_t n)
+{
+    int rc = dbg_hit(t, TALLY_DEBUG_WRITE);
+    return rc ? rc : ti_write_all(fd, p, n);
+}
+
+static int w_sync(tally *t, int fd, bool data_only)
+{
+    int rc = dbg_hit(t, TALLY_DEBUG_FSYNC);
+    if (rc)
+        return rc;
+    if ((data_only ? fdatasync(fd) : fsync(fd)) < 0)
+        return -errno;
+    return 0;
+}
+
+static void set_poison(tally *t, int rc, const char *what)
+{
+    if (!t->poison) {
+        t->poison = rc;
+        ti_msg(t->errmsg, sizeof t->errmsg, "%s: %s failed: %s", t->segname,
+               what, tally_strerror(rc));
+    }
+}
+
+/* ---- segments ---------------------------------------------------------------- */
+
+/* Starts segment segno + 1 at seq + 1 with a fresh salt (FORMAT.md §5.2):
+ * header written, file fsynced, directory fsynced. */
+static int start_segment(tally *t)
+{
+    ti_seg_hdr h;
+    memset(&h, 0, sizeof h);
+    h.cipher = t->meta.cipher;
+    h.epoch = t->meta.current_epoch;
+    h.segment_no = t->segno + 1;
+    h.first_seq = t->seq + 1;
+    randombytes_buf(h.salt, sizeof h.salt);
+    memcpy(h.jid, t->meta.jid, 32);
+    memcpy(h.prev_link, t->link, 32);
+
+    uint8_t *sk = sodium_malloc(32);
+    if (!sk)
+        return -ENOMEM;
+    ti_derive_segment_key(sk, t->dk, t->meta.jid, h.segment_no, h.salt);
+    ti_aead_setkey(&t->aead, sk);
+    sodium_free(sk);
+
+    uint8_t hdr[TF_SEG_HEADER_BYTES];
+    ti_seg_header_encode(hdr, &h);
+    char name[TF_SEG_NAME_LEN + 1];
+    ti_seg_name(name, h.segment_no);
+    memcpy(t->segname, name, sizeof name);
+    int fd = openat(t->dirfd, name,
+                    O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        int rc = -errno;
+        ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot create: %s", name,
+               tally_strerror(rc));
+        return rc;
+    }
+    int rc = w_write(t, fd, hdr, sizeof hdr);
+    if (rc == 0)
+        rc = w_sync(t, fd, false);
+    if (rc == 0)
+        rc = w_sync(t, t->dirfd, false);
+    if (rc < 0) {
+        ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot start segment: %s",
+               name, tally_strerror(rc));
+        close(fd);
+        (void)unlinkat(t->dirfd, name, 0);
+        return rc;
+    }
+    t->segfd = fd;
+    t->segno = h.segment_no;
+    t->seg_bytes = TF_SEG_HEADER_BYTES;
+    t->seg_frames = 0;
+    return 0;
+}
+
+/* ---- flushing ------------------------------------------------------------- */
+
+/* With t->mu held: writes out everything buffered so far (and fdatasyncs
+ * when sync), as the one leader; returns with t->mu held. */
+static int flush_locked(tally *t, bool sync)
+{
+    while (t->flushing)
+        pthread_cond_wait(&t->cv, &t->mu);
+    if (t->poison)
+        return TALLY_EPOISONED;
+    if (t->cur.len == 0 && (!sync || t->durable_seq >= t->written_seq))
+        return 0;
+    ti_buf out = t->cur;
+    t->cur = t->spare;
+    t->spare = out;
+    uint64_t upto = t->seq;
+    int fd = t->segfd;
+    t->flushing = true;
+    pthread_mutex_unlock(&t->mu);
+
+    int rc = 0;
+    const char *what = "write";
+    if (out.len)
+        rc = w_write(t, fd, out.p, out.len);
+    if (rc == 0 && sync) {
+        what = "fdatasync";
+        rc = w_sync(t, fd, true);
+    }
+
+    pthread_mutex_lock(&t->mu);
+    t->flushing = false;
+    t->spare.len = 0;
+    if (rc < 0)
+        set_poison(t, rc, what);
+    else {
+        t->written_seq = upto;
+        if (sync)
+            t->durable_seq = upto;
+    }
+    pthread_cond_broadcast(&t->cv);
+    return rc;
+}
+
+/* With t->mu held: returns once seq is durable (group commit: whoever finds
+ * no flush running leads the next one, the others wait for it). */
+static int make_durable(tally *t, uint64_t seq)
+{
+    while (t->durable_seq < seq) {
+        if (t->poison)
+            return TALLY_EPOISONED;
+        if (t->flushing) {
+            pthread_cond_wait(&t->cv, &t->mu);
+            continue;
+        }
+        int rc = flush_locked(t, true);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* With t->mu held: a full segment is flushed, synced and left for good; the
+ * next record goes to a new one (FORMAT.md §6). */
+static int maybe_rollover(tally *t)
+{
+    while (t->seg_bytes >= t->meta.segment_size && t->seg_frames > 0) {
+        if (t->poison)
+            return TALLY_EPOISONED;
+        if (t->flushing) {
+            pthread_cond_wait(&t->cv, &t->mu);
+            continue;
+        }
+        int rc = 0;
+        if (t->cur.len) {
+            rc = w_write(t, t->segfd, t->cur.p, t->cur.len);
+            if (rc < 0) {
+                set_poison(t, rc, "write");
+                return rc;
+            }
+            t->cur.len = 0;
+            t->written_seq = t->seq;
+        }
+        rc = w_sync(t, t->segfd, true);
+        if (rc < 0) {
+            set_poison(t, rc, "fdatasync");
+            return rc;
+        }
+        t->durable_seq = t->seq;
+        close(t->segfd);
+        t->segfd = -1;
+        rc = start_segment(t);
+        if (rc < 0) {
+            if (!t->poison)
+                t->poison = rc;
+            pthread_cond_broadcast(&t->cv);
+            return rc;
+        }
+        pthread_cond_broadcast(&t->cv);
+    }
+    return 0;
+}
+
+/* ---- appending -------------------------------------------------------------- */
+
+static int check_record(const tally_record_in *r)
+{
+    if (!r)
+        return -EINVAL;
+    if (r->type >= TALLY_TYPE_RESERVED && r->type != TALLY_TYPE_SNAPSHOT &&
+        r->type != TALLY_TYPE_CHECKPOINT && r->type != TALLY_TYPE_COMPACTION)
+        return -EINVAL;
+    if (r->key_len > TALLY_MAX_RKEY || r->payload_len > TALLY_MAX_PAYLOAD)
+        return TALLY_ETOOBIG;
+    if ((r->key_len && !r->key) || (r->payload_len && !r->payload))
+        return -EINVAL;
+    return 0;
+}
+
+static bool is_clear(uint16_t type)
+{
+    return type == TALLY_TYPE_CHECKPOINT || type == TALLY_TYPE_COMPACTION;
+}
+
+/* A record prepared outside the lock: timestamp taken, payload compressed
+ * if that makes it smaller (FORMAT.md §8 on the length side channel). */
+struct prep {
+    const tally_record_in *r;
+    const void *data;
+    size_t data_len;
+    uint8_t *z; /* owned compressed copy, or NULL */
+    uint64_t ts;
+};
+
+static void prep_record(const tally *t, const tally_record_in *r,
+                        struct prep *p)
+{
+    p->r = r;
+    p->data = r->payload;
+    p->data_len = r->payload_len;
+    p->z = NULL;
+    p->ts = r->ts_ns ? r->ts_ns : ti_now_ns();
+    if (!t->compress || is_clear(r->type) || r->payload_len < COMPRESS_MIN)
+        return;
+    uLongf zlen = compressBound((uLong)r->payload_len);
+    uint8_t *z = malloc(zlen);
+    if (!z)
+        return; /* stored uncompressed: still correct */
+    if (compress2(z, &zlen, r->payload, (uLong)r->payload_len,
+                  Z_DEFAULT_COMPRESSION) == Z_OK &&
+        zlen < r->payload_len) {
+        p->z = z;
+        p->data = z;
+        p->data_len = zlen;
+    } else {
+        free(z);
+    }
+}
+
+static size_t prep_size(const struct prep *p)
+{
+    return ti_frame_size(p->r->key_len, p->data_len);
+}
+
+/* With t->mu held and room reserved in t->cur: one frame. */
+static int encode_locked(tally *t, const struct prep *p)
+{
+    int rc = maybe_rollover(t);
+    if (rc < 0)
+        return rc;
+    const tally_record_in *r = p->r;
+    size_t fsz = prep_size(p);
+    rc = ti_buf_reserve(&t->cur, t->cur.len + fsz);
+    if (rc < 0)
+        return rc;
+    bool clear = is_clear(r->type);
+    if (clear) {
+        rc = ti_buf_reserve(&t->clear_work, TF_AD_BYTES + fsz);
+        if (rc < 0)
+            return rc;
+    }
+    ti_frame_in in = {
+        .kind = clear ? TF_KIND_CLEAR : TF_KIND_SEALED,
+        .flags = p->z ? TF_FRAME_COMPRESSED : 0,
+        .vtype = r->type >= TALLY_TYPE_RESERVED ? r->type : 0,
+        .type = r->type,
+        .seq = t->seq + 1,
+        .ts_ns = p->ts,
+        .key = r->key,
+        .key_len = r->key_len,
+        .data = p->data,
+        .data_len = p->data_len,
+        .raw_len = r->payload_len,
+    };
+    ti_frame_encode(&t->aead, t->meta.jid, t->cur.p + t->cur.len, &in,
+                    t->clear_work.p, t->link);
+    t->cur.len += fsz;
+    t->seq++;
+    t->seg_bytes += fsz;
+    t->seg_frames++;
+    return 0;
+}
+
+/* With t->mu held, after seq was encoded: what the sync policy promises. */
+static int after_append(tally *t, uint64_t seq)
+{
+    switch (t->sync) {
+    case TALLY_SYNC_ALWAYS:
+    case TALLY_SYNC_BATCH:
+        return make_durable(t, seq);
+    case TALLY_SYNC_INTERVAL:
+        if (t->cur.len >= INTERVAL_CAP && !t->flushing)
+            return flush_locked(t, false);
+        return 0;
+    case TALLY_SYNC_NONE:
+    default:
+        if (t->cur.len >= NONE_BUFFER)
+            return flush_locked(t, false);
+        return 0;
+    }
+}
+
+int tally_append(tally *t, const tally_record_in *rec, uint64_t *ret_seq)
+{
+    if (!t)
+        return -EINVAL;
+    int rc = check_record(rec);
+    if (rc < 0)
+        return rc;
+    struct prep p;
+    prep_record(t, rec, &p);
+    pthread_mutex_lock(&t->mu);
+    if (t->poison) {
+        rc = TALLY_EPOISONED;
+        goto out;
+    }
+    rc = encode_locked(t, &p);
+    if (rc < 0)
+        goto out;
+    uint64_t seq = t->seq;
+    rc = after_append(t, seq);
+    if (rc == 0 && ret_seq)
+        *ret_seq = seq;
+out:
+    pthread_mutex_unlock(&t->mu);
+    free(p.z);
+    return rc;
+}
+
+int tally_append_batch(tally *t, const tally_record_in *recs, size_t n,
+                       uint64_t *ret_first_seq)
+{
+    if (!t || !recs || n == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_record(&recs[i]);
+        if (rc < 0)
+            return rc;
+    }
+    struct prep *p = malloc(n * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        prep_record(t, &recs[i], &p[i]);
+        total += prep_size(&p[i]);
+    }
+    int rc;
+    pthread_mutex_lock(&t->mu);
+    if (t->poison) {
+        rc = TALLY_EPOISONED;
+        goto out;
+    }
+    /* Room for the whole batch first, so that only a write failure (which
+     * poisons the handle) can stop it halfway. */
+    rc = ti_buf_reserve(&t->cur, t->cur.len + total);
+    if (rc < 0)
+        goto out;
+    uint64_t first = t->seq + 1;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = encode_locked(t, &p[i]);
+    if (rc < 0)
+        goto out;
+    rc = after_append(t, t->seq);
+    if (rc == 0 && ret_first_seq)
+        *ret_first_seq = first;
+out:
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < n; i++)
+        free(p[i].z);
+    free(p);
+    return rc;
+}
+
+int tally_sync(tally *t, uint64_t seq)
+{
+    if (!t)
+        return -EINVAL;
+    pthread_mutex_lock(&t->mu);
+    int rc;
+    if (t->poison)
+        rc = TALLY_EPOISONED;
+    else
+        rc = make_durable(t, seq == 0 || seq > t->seq ? t->seq : seq);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+int tally_head(tally *t, tally_head_info *ret)
+{
+    if (!t || !ret)
+        return -EINVAL;
+    pthread_mutex_lock(&t->mu);
+    int rc = 0;
+    if (t->poison)
+        rc = TALLY_EPOISONED;
+    else {
+        ret->seq = t->seq;
+        memcpy(ret->link, t->link, 32);
+        ret->durable_seq = t->durable_seq;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+void tally_id(const tally *t, uint8_t ret_id[static TALLY_ID_BYTES])
+{
+    memcpy(ret_id, t->meta.jid, TALLY_ID_BYTES);
+}
+
+const char *tally_errmsg(const tally *t)
+{
+    return t ? t->errmsg : "";
+}
+
+/* ---- the interval thread --------------------------------------------------- */
+
+static void *interval_main(void *arg)
+{
+    tally *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)t->interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        int w = 0;
+        while (!t->stopping && w != ETIMEDOUT)
+            w = pthread_cond_timedwait(&t->tick, &t->mu, &ts);
+        if (t->stopping)
+            break;
+        if (!t->poison && (t->cur.len || t->durable_seq < t->seq))
+            (void)flush_locked(t, true); /* an error poisons the handle */
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* ---- open, close, init ------------------------------------------------------ */
+
+static void free_handle(tally *t)
+{
+    if (t->segfd >= 0)
+        close(t->segfd);
+    if (t->lockfd >= 0)
+        close(t->lockfd); /* releases the flock */
+    if (t->dirfd >= 0)
+        close(t->dirfd);
+    ti_aead_free(&t->aead);
+    sodium_free(t->mk);
+    sodium_free(t->dk);
+    ti_meta_free(&t->meta);
+    ti_buf_free(&t->cur);
+    ti_buf_free(&t->spare);
+    ti_buf_free(&t->clear_work);
+    pthread_cond_destroy(&t->tick);
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+static int open_dir(const char *dir, int *ret_fd)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+    *ret_fd = fd;
+    return 0;
+}
+
+static int take_lock(int dirfd, int *ret_fd)
+{
+    int fd = openat(dirfd, TF_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        close(fd);
+        return rc;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int tally_open(tally **ret, const char *dir, const tally_options *opt,
+               tally_recovery *ret_recovery)
+{
+    if (!ret || !dir || !opt || !opt->master_key ||
+        opt->sync > TALLY_SYNC_NONE)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    tally *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->dirfd = t->lockfd = t->segfd = -1;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->tick, &ca);
+    pthread_condattr_destroy(&ca);
+    t->sync = opt->sync;
+    t->interval_ms = opt->sync_interval_ms ? opt->sync_interval_ms : 100;
+
+    tally_recovery rep;
+    memset(&rep, 0, sizeof rep);
+    char *msg = t->errmsg;
+    size_t msglen = sizeof t->errmsg;
+    int rc = open_dir(dir, &t->dirfd);
+    if (rc < 0) {
+        ti_msg(msg, msglen, "%s: cannot open directory", dir);
+        goto fail;
+    }
+    if (faccessat(t->dirfd, TF_META_FILE, F_OK, 0) < 0) {
+        rc = errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+        ti_msg(msg, msglen, "%s: no %s", dir, TF_META_FILE);
+        goto fail;
+    }
+    rc = take_lock(t->dirfd, &t->lockfd);
+    if (rc < 0) {
+        ti_msg(msg, msglen, "%s: %s", dir,
+               rc == -EBUSY ? "another writer holds the lock"
+                            : "cannot take the lock");
+        goto fail;
+    }
+    t->mk = sodium_malloc(32);
+    t->dk = sodium_malloc(32);
+    if (!t->mk || !t->dk) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    memcpy(t->mk, opt->master_key, 32);
+    rc = ti_meta_read(t->dirfd, t->mk, &t->meta, msg, msglen);
+    if (rc < 0)
+        goto fail;
+    t->compress = t->meta.flags & TF_META_COMPRESS;
+    rc = ti_aead_alloc(&t->aead, t->meta.cipher);
+    if (rc < 0) {
+        ti_msg(msg, msglen, "%s",
+               rc == TALLY_ECIPHER
+                   ? "AES-256-GCM is not available on this CPU (a journal "
+                     "created with --cipher xchacha20poly1305 works here)"
+                   : "cannot set up the cipher");
+        goto fail;
+    }
+    rc = ti_epoch_unwrap(ti_meta_epoch(&t->meta, t->meta.current_epoch),
+                         t->mk, t->meta.jid, t->dk);
+    if (rc < 0) {
+        ti_msg(msg, msglen, "cannot unwrap the data key of epoch %u",
+               t->meta.current_epoch);
+        goto fail;
+    }
+    ti_recovered rv;
+    rc = ti_recover(t->dirfd, &t->meta, t->mk, &rep, &rv, msg, msglen);
+    if (rc < 0)
+        goto fail;
+    t->seq = t->written_seq = t->durable_seq = rv.seq;
+    memcpy(t->link, rv.link, 32);
+    t->segno = rv.last_segment;
+    rc = start_segment(t);
+    if (rc < 0)
+        goto fail;
+    if (ti_buf_reserve(&t->cur, NONE_BUFFER + 64 * 1024) < 0 ||
+        ti_buf_reserve(&t->spare, NONE_BUFFER + 64 * 1024) < 0) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if (t->sync == TALLY_SYNC_INTERVAL) {
+        if (pthread_create(&t->thr, NULL, interval_main, t) != 0) {
+            rc = -EAGAIN;
+            goto fail;
+        }
+        t->thr_started = true;
+    }
+    t->errmsg[0] = 0;
+    if (ret_recovery)
+        *ret_recovery = rep;
+    *ret = t;
+    return 0;
+fail:
+    if (ret_recovery) {
+        memset(ret_recovery, 0, sizeof *ret_recovery);
+        ti_msg(ret_recovery->message, sizeof ret_recovery->message, "%s",
+               t->errmsg);
+    }
+    free_handle(t);
+    return rc;
+}
+
+int tally_close(tally *t)
+{
+    if (!t)
+        return 0;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = true;
+    pthread_cond_broadcast(&t->tick);
+    pthread_mutex_unlock(&t->mu);
+    if (t->thr_started)
+        pthread_join(t->thr, NULL);
+
+    pthread_mutex_lock(&t->mu);
+    int rc = t->poison ? TALLY_EPOISONED : make_durable(t, t->seq);
+    bool empty = t->seg_frames == 0;
+    pthread_mutex_unlock(&t->mu);
+    if (rc == 0 && empty && t->segfd >= 0) {
+        /* A segment that never got a record is left out, as recovery would
+         * remove it at the next open (FORMAT.md §6). */
+        close(t->segfd);
+        t->segfd = -1;
+        if (unlinkat(t->dirfd, t->segname, 0) == 0)
+            (void)ti_fsync_dir(t->dirfd);
+    }
+    free_handle(t);
+    return rc;
+}
+
+/* ---- init ------------------------------------------------------------------ */
+
+static bool valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        if (c == 0)
+            return false;
+        if (c < 0x80)
+            k = 0;
+        else if ((c & 0xE0) == 0xC0 && c >= 0xC2)
+            k = 1;
+        else if ((c & 0xF0) == 0xE0)
+            k = 2;
+        else if ((c & 0xF8) == 0xF0 && c <= 0xF4)
+            k = 3;
+        else
+            return false;
+        if (n - i - 1 < k)
+            return false;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static int check_name(const char *name, size_t *ret_len)
+{
+    size_t l = strlen(name);
+    if (l == 0 || l > TALLY_MAX_NAME ||
+        !valid_utf8((const unsigned char *)name, l))
+        return -EINVAL;
+    *ret_len = l;
+    return 0;
+}
+
+int tally_journal_id(const uint8_t master_key[static TALLY_KEY_BYTES],
+                     const char *name, uint8_t ret_id[static TALLY_ID_BYTES])
+{
+    if (sodium_init() < 0)
+        return -EIO;
+    if (!name)
+        name = "default";
+    size_t l;
+    int rc = check_name(name, &l);
+    if (rc < 0)
+        return rc;
+    ti_derive_jid(ret_id, master_key, name, l);
+    return 0;
+}
+
+int tally_init(const char *dir, const tally_options *opt)
+{
+    if (!dir || !opt || !opt->master_key)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    const char *name = opt->name ? opt->name : "default";
+    size_t name_len;
+    int rc = check_name(name, &name_len);
+    if (rc < 0)
+        return rc;
+    int cipher = opt->cipher ? (int)opt->cipher : TALLY_CIPHER_AES256GCM;
+    rc = ti_cipher_check(cipher);
+    if (rc < 0)
+        return rc == TALLY_EFORMAT ? -EINVAL : rc;
+    uint64_t segsize = opt->segment_size ? opt->segment_size
+                                         : TALLY_DEFAULT_SEGMENT_SIZE;
+    if (segsize < 4096)
+        return -EINVAL;
+
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    int dirfd = -1, lockfd = -1;
+    rc = open_dir(dir, &dirfd);
+    if (rc < 0)
+        return rc == TALLY_ENOJOURNAL ? -ENOENT : rc;
+    ti_meta m;
+    memset(&m, 0, sizeof m);
+    uint8_t *dk = sodium_malloc(32);
+    if (!dk) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = take_lock(dirfd, &lockfd);
+    if (rc < 0)
+        goto out;
+    char **names;
+    size_t n;
+    if (faccessat(dirfd, TF_META_FILE, F_OK, 0) == 0) {
+        rc = TALLY_EEXIST;
+        goto out;
+    }
+    rc = ti_seg_list(dirfd, &names, &n);
+    if (rc < 0)
+        goto out;
+    ti_seg_list_free(names, n);
+    if (n > 0) {
+        rc = TALLY_EEXIST;
+        goto out;
+    }
+
+    m.flags = opt->compress ? TF_META_COMPRESS : 0;
+    m.cipher = (uint8_t)cipher;
+    m.current_epoch = 1;
+    m.segment_size = segsize;
+    m.generation = 0;
+    if (opt->journal_id)
+        memcpy(m.jid, opt->journal_id, 32);
+    else
+        ti_derive_jid(m.jid, opt->master_key, name, name_len);
+    m.name_len = (uint16_t)name_len;
+    memcpy(m.name, name, name_len);
+    m.epoch_count = 1;
+    m.epochs = calloc(1, sizeof *m.epochs);
+    if (!m.epochs) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    m.epochs[0].epoch = 1;
+    m.epochs[0].first_segment = 1;
+    randombytes_buf(dk, 32);
+    ti_epoch_wrap(&m.epochs[0], opt->master_key, m.jid, dk);
+    rc = ti_meta_write(dirfd, &m, opt->master_key);
+out:
+    ti_meta_free(&m);
+    sodium_free(dk);
+    if (lockfd >= 0)
+        close(lockfd);
+    if (dirfd >= 0)
+        close(dirfd);
+    return rc;
+}
