@@ -122,8 +122,9 @@ out:
 
 /* Is there evidence of a whole record after the bad frame at w->frame_off
  * (whose header is intact)? FORMAT.md §6: the next frame, found by body_len,
- * is whole and its link verifies from the bad frame's stored link; or a valid
- * segment header follows. */
+ * is whole and its link verifies from the bad frame's stored link or from
+ * the link recomputed over the bad frame (when only the stored link rotted);
+ * or a valid segment header follows. */
 static int later_record(ti_walk *w)
 {
     uint64_t bad_len = ti_frame_len(&w->fh);
@@ -131,13 +132,18 @@ static int later_record(ti_walk *w)
     int r = ti_rfile_get(&w->rf, w->frame_off, (size_t)bad_len, &p);
     if (r <= 0)
         return r;
-    uint8_t bad_link[32];
-    memcpy(bad_link, p + bad_len - 32, 32);
+    const char *why;
+    uint8_t from[2][32], rh[32], l[32];
+    memcpy(from[0], p + bad_len - 32, 32);
+    int nfrom = 1;
+    if (ti_frame_record_hash(p, &w->fh, rh, &why) == 0) {
+        ti_link(from[1], w->link, rh);
+        nfrom = 2;
+    }
     uint64_t next = w->frame_off + bad_len;
     r = ti_rfile_get(&w->rf, next, TF_FRAME_HEADER_BYTES, &p);
     if (r <= 0)
         return r;
-    const char *why;
     if (memcmp(p, TF_SEG_MAGIC, 8) == 0) {
         r = ti_rfile_get(&w->rf, next, TF_SEG_HEADER_BYTES, &p);
         if (r <= 0)
@@ -151,11 +157,14 @@ static int later_record(ti_walk *w)
     r = ti_rfile_get(&w->rf, next, (size_t)ti_frame_len(&h), &p);
     if (r <= 0)
         return r;
-    uint8_t rh[32], l[32];
     if (ti_frame_record_hash(p, &h, rh, &why) < 0)
         return 0;
-    ti_link(l, bad_link, rh);
-    return memcmp(l, p + ti_frame_len(&h) - 32, 32) == 0;
+    for (int i = 0; i < nfrom; i++) {
+        ti_link(l, from[i], rh);
+        if (memcmp(l, p + ti_frame_len(&h) - 32, 32) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 /* Authenticates one whole frame with the key of its segment. 1 valid, 0 the

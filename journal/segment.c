@@ -339,7 +339,7 @@ int ti_frame_open(const ti_aead *a, const uint8_t jid[32],
         *ret_env = work + TF_AD_BYTES;
     } else if (h->kind == TF_KIND_CLEAR) {
         memcpy(work + TF_AD_BYTES, body, env_len);
-        if (ti_aead_open(a, h->seq, NULL, NULL, 0, tag, work,
+        if (ti_aead_open(a, h->seq, work, body, 0, tag, work,
                          TF_AD_BYTES + env_len) < 0)
             return TALLY_EINTEGRITY;
         *ret_env = body;
@@ -382,7 +382,7 @@ void ti_frame_encode(const ti_aead *a, const uint8_t jid[32], uint8_t *out,
     } else {
         make_ad(clear_work, jid, out, link);
         memcpy(clear_work + TF_AD_BYTES, env, env_len);
-        ti_aead_seal(a, in->seq, clear_work, tag, NULL, 0, clear_work,
+        ti_aead_seal(a, in->seq, clear_work, tag, clear_work, 0, clear_work,
                      TF_AD_BYTES + env_len);
     }
     uint8_t rh[32];

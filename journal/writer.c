@@ -341,15 +341,14 @@ static size_t prep_size(const struct prep *p)
     return ti_frame_size(p->r->key_len, p->data_len);
 }
 
-/* With t->mu held and room reserved in t->cur: one frame. */
+/* With t->mu held: one frame. Never releases the lock, so that the frames
+ * of a batch get consecutive seqs (maybe_rollover, which may wait, is
+ * called before). */
 static int encode_locked(tally *t, const struct prep *p)
 {
-    int rc = maybe_rollover(t);
-    if (rc < 0)
-        return rc;
     const tally_record_in *r = p->r;
     size_t fsz = prep_size(p);
-    rc = ti_buf_reserve(&t->cur, t->cur.len + fsz);
+    int rc = ti_buf_reserve(&t->cur, t->cur.len + fsz);
     if (rc < 0)
         return rc;
     bool clear = is_clear(r->type);
@@ -413,7 +412,9 @@ int tally_append(tally *t, const tally_record_in *rec, uint64_t *ret_seq)
         rc = TALLY_EPOISONED;
         goto out;
     }
-    rc = encode_locked(t, &p);
+    rc = maybe_rollover(t);
+    if (rc == 0)
+        rc = encode_locked(t, &p);
     if (rc < 0)
         goto out;
     uint64_t seq = t->seq;
@@ -439,10 +440,12 @@ int tally_append_batch(tally *t, const tally_record_in *recs, size_t n,
     struct prep *p = malloc(n * sizeof *p);
     if (!p)
         return -ENOMEM;
-    size_t total = 0;
+    size_t total = 0, clear_max = 0;
     for (size_t i = 0; i < n; i++) {
         prep_record(t, &recs[i], &p[i]);
         total += prep_size(&p[i]);
+        if (is_clear(recs[i].type) && prep_size(&p[i]) > clear_max)
+            clear_max = prep_size(&p[i]);
     }
     int rc;
     pthread_mutex_lock(&t->mu);
@@ -450,9 +453,13 @@ int tally_append_batch(tally *t, const tally_record_in *recs, size_t n,
         rc = TALLY_EPOISONED;
         goto out;
     }
-    /* Room for the whole batch first, so that only a write failure (which
-     * poisons the handle) can stop it halfway. */
-    rc = ti_buf_reserve(&t->cur, t->cur.len + total);
+    /* A batch goes to one segment (which may pass its target size by the
+     * batch). Room for all of it first, so that nothing stops it halfway. */
+    rc = maybe_rollover(t);
+    if (rc == 0)
+        rc = ti_buf_reserve(&t->cur, t->cur.len + total);
+    if (rc == 0 && clear_max)
+        rc = ti_buf_reserve(&t->clear_work, TF_AD_BYTES + clear_max);
     if (rc < 0)
         goto out;
     uint64_t first = t->seq + 1;
