@@ -402,7 +402,7 @@ static void put_str(wire_buf *b, const char *s)
     wire_buf_putmem(b, s, n);
 }
 
-#define STATUS_FIXED (8u + 32u + 8u * 7u + 32u + 4u)
+#define STATUS_FIXED (8u + 32u + 6u * 8u + 32u + 4u) /* 124 */
 
 void wire_encode_status_body(wire_buf *b, const wire_status *s)
 {

@@ -204,7 +204,7 @@ typedef struct wire_range {
 } wire_range;
 int wire_parse_range(const wire_reply *r, wire_range *ret,
                      const char **ret_why);
-/* 1: *ret_pub/*ret_len is the next publication; 0: done; <0: malformed. */
+/* 1: *ret_pub and *ret_len are the next publication; 0: done; <0: malformed. */
 int wire_range_next(wire_range *r, const uint8_t **ret_pub, size_t *ret_len,
                     const char **ret_why);
 

@@ -1,0 +1,1384 @@
+/*
+ * tallyd — takes appends over nanomsg and publishes every committed record
+ * (docs/FORMAT.md §10 is the wire protocol; the README says how to run it).
+ *
+ * Threads and what each owns:
+ *   main       options, the journal handle, signals, the orderly shutdown
+ *   receiver   the REP socket (raw, so that many requests are in flight at
+ *              once) and the PULL socket; parses every message, answers
+ *              status at once, queues appends and range/epoch requests
+ *   committer  group commit: takes every queued append, writes them with one
+ *              tally_append_batch (one write, one sync), then acknowledges
+ *   publisher  reads committed records back from the files in seq order, up
+ *              to the durable seq only, and publishes them (and a tick a
+ *              second, so that idle followers learn the head)
+ *   ranger     answers range and epoch requests from a reader of the files
+ *
+ * Publications come from the files rather than from the requests in memory
+ * so that what is published is exactly what is stored, with the link the
+ * chain gives it, and only once it is durable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nanomsg/nn.h>
+#include <nanomsg/pipeline.h>
+#include <nanomsg/pubsub.h>
+#include <nanomsg/reqrep.h>
+#include <sodium.h>
+
+#include "tally-client.h"
+#include "tally-internal.h"
+#include "tally.h"
+#include "wire.h"
+
+#define QUEUE_MAX_BYTES   (64u << 20) /* receiver waits beyond this */
+#define COMMIT_MAX_RECS   8192u        /* per group commit */
+#define COMMIT_MAX_BYTES  (32u << 20)
+#define TICK_MS           1000u
+#define POLL_MS           100
+#define DRAIN_FLUSH_MS    200u         /* nanomsg has no linger: let sends go */
+
+typedef struct req {
+    struct req *next;
+    void *msg;      /* nanomsg chunk */
+    size_t len;
+    void *ctl;      /* REP: the backtrace to reply with; PULL: NULL */
+    wire_request w;
+} req;
+
+typedef struct queue {
+    req *head, *tail;
+    uint64_t bytes;
+} queue;
+
+typedef struct tallyd {
+    /* options */
+    const char *dir;
+    char append_url[WIRE_MAX_URL + 1];
+    char pull_url[WIRE_MAX_URL + 1];
+    char publish_url[WIRE_MAX_URL + 1];
+    tally_sync_policy sync;
+    uint32_t sync_interval_ms;
+    uint8_t form; /* WIRE_FORM_PLAIN or _STORED */
+    bool verbose;
+
+    uint8_t *key; /* sodium_malloc'd, read-only after load */
+    tally *t;
+    uint8_t jid[TALLY_ID_BYTES];
+    uint8_t cipher;
+    int rep, pull, pub;
+
+    pthread_mutex_t mu;
+    pthread_cond_t commit_cv; /* commitq non-empty or rx_done */
+    pthread_cond_t space_cv;  /* commitq shrank */
+    pthread_cond_t pub_cv;    /* something committed, or commit_done */
+    pthread_cond_t range_cv;  /* rangeq non-empty or rx_done */
+    queue commitq, rangeq;
+    bool rx_done, commit_done;
+    atomic_int stopping;
+    atomic_int fatal;
+    pthread_t main_thread;
+
+    /* counters (under mu) */
+    uint64_t appended;
+    uint64_t published_seq;
+    uint64_t start_ns;
+
+    /* publisher state */
+    uint64_t *last_of_type; /* 65536 entries: seq of the last published */
+    uint8_t pub_link[TALLY_HASH_BYTES];
+} tallyd;
+
+/* ---- logging: one line per event, "tallyd LEVEL EVENT key=value ..." ----- */
+
+static void logline(const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void logline(const char *level, const char *fmt, ...)
+{
+    char line[1024], ts[40];
+    struct timespec now;
+    struct tm tm;
+    va_list ap;
+    int n;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    n = snprintf(line, sizeof line, "%s.%03ldZ tallyd[%ld] %s ", ts,
+                 now.tv_nsec / 1000000, (long)getpid(), level);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    /* one write per line so that lines from threads never interleave */
+    fprintf(stderr, "%s\n", line);
+}
+
+#define LOG_INFO(...)  logline("info", __VA_ARGS__)
+#define LOG_WARN(...)  logline("warn", __VA_ARGS__)
+#define LOG_ERROR(...) logline("error", __VA_ARGS__)
+#define LOG_DEBUG(d, ...)                \
+    do {                                 \
+        if ((d)->verbose)                \
+            logline("debug", __VA_ARGS__); \
+    } while (0)
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void fatal_stop(tallyd *d)
+{
+    atomic_store(&d->fatal, 1);
+    /* wakes main's sigwait */
+    pthread_kill(d->main_thread, SIGUSR1);
+}
+
+/* ---- queues --------------------------------------------------------------- */
+
+static void q_push(queue *q, req *r)
+{
+    r->next = NULL;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    q->bytes += r->len;
+}
+
+static req *q_pop(queue *q)
+{
+    req *r = q->head;
+
+    if (r) {
+        q->head = r->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->bytes -= r->len;
+    }
+    return r;
+}
+
+static void req_free(req *r)
+{
+    if (!r)
+        return;
+    if (r->msg)
+        nn_freemsg(r->msg);
+    if (r->ctl)
+        nn_freemsg(r->ctl);
+    free(r);
+}
+
+/* ---- replies -------------------------------------------------------------- */
+
+/* Sends b as the reply to the request whose backtrace is *ctl (consumed). */
+static void send_reply(tallyd *d, void **ctl, const wire_buf *b)
+{
+    struct nn_msghdr h;
+    struct nn_iovec iov;
+
+    if (b->err) {
+        LOG_ERROR("reply-dropped err=\"out of memory\"");
+        return;
+    }
+    iov.iov_base = b->p;
+    iov.iov_len = b->len;
+    memset(&h, 0, sizeof h);
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctl;
+    h.msg_controllen = NN_MSG;
+    if (nn_sendmsg(d->rep, &h, 0) < 0) {
+        /* nanomsg keeps ownership of the backtrace either way; only
+         * shutdown makes this fail. */
+        LOG_WARN("reply-failed err=\"%s\"", nn_strerror(nn_errno()));
+    }
+    *ctl = NULL;
+}
+
+static void reply_error(tallyd *d, void **ctl, uint8_t op, int err,
+                        const char *msg)
+{
+    wire_buf b = { 0 };
+
+    wire_reply_error(&b, op, err, msg);
+    send_reply(d, ctl, &b);
+    wire_buf_free(&b);
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+static void answer_status(tallyd *d, void **ctl)
+{
+    tally_head_info h;
+    wire_status s;
+    wire_buf b = { 0 };
+    int rc;
+
+    rc = tally_head(d->t, &h);
+    if (rc < 0) {
+        reply_error(d, ctl, WIRE_OP_STATUS, rc, tally_strerror(rc));
+        return;
+    }
+    memset(&s, 0, sizeof s);
+    s.head_seq = h.seq;
+    memcpy(s.head_link, h.link, TALLY_HASH_BYTES);
+    s.durable_seq = h.durable_seq;
+    pthread_mutex_lock(&d->mu);
+    s.published_seq = d->published_seq;
+    s.appended = d->appended;
+    s.uptime_ms = (now_ns() - d->start_ns) / 1000000u;
+    pthread_mutex_unlock(&d->mu);
+    /* HOOK(checkpoint): when the checkpointer runs inside tallyd (anchor
+     * options, --checkpoint-every), report its last anchored seq and the
+     * age of that anchor here. Until then: none known. */
+    s.anchor_seq = 0;
+    s.anchor_age_ms = UINT64_MAX;
+    memcpy(s.journal_id, d->jid, TALLY_ID_BYTES);
+    s.cipher = d->cipher;
+    s.sync = (uint8_t)d->sync;
+    s.form = d->form;
+    snprintf(s.publish_url, sizeof s.publish_url, "%s", d->publish_url);
+    snprintf(s.pull_url, sizeof s.pull_url, "%s", d->pull_url);
+    wire_reply_header(&b, WIRE_OP_STATUS, 0);
+    wire_encode_status_body(&b, &s);
+    send_reply(d, ctl, &b);
+    wire_buf_free(&b);
+}
+
+/* ---- receiver ------------------------------------------------------------- */
+
+static const char *sock_name(const tallyd *d, int s)
+{
+    return s == d->rep ? "append" : "pull";
+}
+
+/* Takes one message from socket s (ready to read). */
+static void receive_one(tallyd *d, int s)
+{
+    struct nn_msghdr h;
+    struct nn_iovec iov;
+    void *body = NULL, *ctl = NULL;
+    const char *why = NULL;
+    wire_request w;
+    req *r;
+    int n, rc;
+    bool is_rep = s == d->rep;
+
+    iov.iov_base = &body;
+    iov.iov_len = NN_MSG;
+    memset(&h, 0, sizeof h);
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    if (is_rep) {
+        h.msg_control = &ctl;
+        h.msg_controllen = NN_MSG;
+    }
+    n = nn_recvmsg(s, &h, NN_DONTWAIT);
+    if (n < 0) {
+        if (nn_errno() != EAGAIN && nn_errno() != EINTR)
+            LOG_WARN("receive-failed socket=%s err=\"%s\"", sock_name(d, s),
+                     nn_strerror(nn_errno()));
+        return;
+    }
+    rc = wire_parse_request(body, (size_t)n, &w, &why);
+    if (rc == 0 && !is_rep && w.op != WIRE_OP_APPEND) {
+        rc = -EOPNOTSUPP;
+        why = "only append is accepted on the pull socket";
+    }
+    if (rc < 0) {
+        uint8_t op = n >= 2 ? ((const uint8_t *)body)[1] : 0;
+
+        LOG_WARN("bad-message socket=%s bytes=%d err=%d why=\"%s\"",
+                 sock_name(d, s), n, rc, why);
+        if (is_rep)
+            reply_error(d, &ctl, (uint8_t)(op & ~WIRE_REPLY), rc, why);
+        nn_freemsg(body);
+        if (ctl)
+            nn_freemsg(ctl);
+        return;
+    }
+    if (w.op == WIRE_OP_STATUS) {
+        answer_status(d, &ctl);
+        nn_freemsg(body);
+        return;
+    }
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        LOG_ERROR("out-of-memory socket=%s", sock_name(d, s));
+        if (is_rep)
+            reply_error(d, &ctl, w.op, -ENOMEM, "daemon out of memory");
+        nn_freemsg(body);
+        if (ctl)
+            nn_freemsg(ctl);
+        return;
+    }
+    r->msg = body;
+    r->len = (size_t)n;
+    r->ctl = ctl;
+    r->w = w;
+    pthread_mutex_lock(&d->mu);
+    if (w.op == WIRE_OP_APPEND) {
+        /* backpressure: producers wait in nanomsg's buffers meanwhile */
+        while (d->commitq.bytes > QUEUE_MAX_BYTES && !atomic_load(&d->fatal))
+            pthread_cond_wait(&d->space_cv, &d->mu);
+        q_push(&d->commitq, r);
+        pthread_cond_signal(&d->commit_cv);
+    } else {
+        q_push(&d->rangeq, r);
+        pthread_cond_signal(&d->range_cv);
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void *receiver_main(void *arg)
+{
+    tallyd *d = arg;
+    struct nn_pollfd pfd[2];
+
+    pfd[0].fd = d->rep;
+    pfd[0].events = NN_POLLIN;
+    pfd[1].fd = d->pull;
+    pfd[1].events = NN_POLLIN;
+    while (!atomic_load(&d->stopping)) {
+        int rc = nn_poll(pfd, 2, POLL_MS);
+
+        if (rc < 0) {
+            if (nn_errno() == EINTR)
+                continue;
+            LOG_ERROR("poll-failed err=\"%s\"", nn_strerror(nn_errno()));
+            fatal_stop(d);
+            break;
+        }
+        if (pfd[0].revents & NN_POLLIN)
+            receive_one(d, d->rep);
+        if (pfd[1].revents & NN_POLLIN)
+            receive_one(d, d->pull);
+    }
+    return NULL;
+}
+
+/* ---- committer ------------------------------------------------------------ */
+
+static void *committer_main(void *arg)
+{
+    tallyd *d = arg;
+    tally_record_in *recs = NULL;
+    size_t cap = 0;
+
+    for (;;) {
+        req *batch = NULL, **tail = &batch, *r;
+        size_t n = 0, nreq = 0;
+        uint64_t bytes = 0, first = 0;
+        tally_head_info h;
+        int rc;
+
+        pthread_mutex_lock(&d->mu);
+        while (!d->commitq.head && !d->rx_done)
+            pthread_cond_wait(&d->commit_cv, &d->mu);
+        if (!d->commitq.head) {
+            pthread_mutex_unlock(&d->mu);
+            break;
+        }
+        /* everything queued while the last sync ran: that is the group */
+        while (d->commitq.head &&
+               (n == 0 || (n + d->commitq.head->w.count <= COMMIT_MAX_RECS &&
+                           bytes + d->commitq.head->len <= COMMIT_MAX_BYTES))) {
+            r = q_pop(&d->commitq);
+            n += r->w.count;
+            bytes += r->len;
+            nreq++;
+            *tail = r;
+            tail = &r->next;
+            r->next = NULL;
+        }
+        pthread_cond_broadcast(&d->space_cv);
+        pthread_mutex_unlock(&d->mu);
+
+        if (n > cap) {
+            tally_record_in *p = realloc(recs, n * sizeof *recs);
+
+            if (!p) {
+                rc = -ENOMEM;
+                goto failed;
+            }
+            recs = p;
+            cap = n;
+        }
+        n = 0;
+        for (r = batch; r; r = r->next) {
+            wire_append_records(&r->w, recs + n);
+            n += r->w.count;
+        }
+        rc = tally_append_batch(d->t, recs, n, &first);
+        if (rc == 0)
+            rc = tally_head(d->t, &h);
+    failed:
+        if (rc < 0) {
+            LOG_ERROR("append-failed records=%zu requests=%zu err=%d "
+                      "msg=\"%s\" detail=\"%s\"", n, nreq, rc,
+                      tally_strerror(rc), tally_errmsg(d->t));
+            for (r = batch; r; r = r->next)
+                if (r->ctl)
+                    reply_error(d, &r->ctl, WIRE_OP_APPEND, rc,
+                                tally_strerror(rc));
+            /* A failed write or sync poisons the handle (FORMAT.md §6):
+             * stop, and let a restart recover. */
+            if (rc != -ENOMEM)
+                fatal_stop(d);
+        } else {
+            uint64_t seq = first;
+
+            for (r = batch; r; r = r->next) {
+                if (r->ctl) {
+                    wire_ack a;
+                    wire_buf b = { 0 };
+
+                    a.first_seq = seq;
+                    a.count = r->w.count;
+                    a.head_seq = h.seq;
+                    memcpy(a.head_link, h.link, TALLY_HASH_BYTES);
+                    a.durable_seq = h.durable_seq;
+                    wire_reply_header(&b, WIRE_OP_APPEND, 0);
+                    wire_encode_ack(&b, &a);
+                    send_reply(d, &r->ctl, &b);
+                    wire_buf_free(&b);
+                }
+                seq += r->w.count;
+            }
+            LOG_DEBUG(d, "commit first=%" PRIu64 " records=%zu requests=%zu "
+                      "bytes=%" PRIu64, first, n, nreq, bytes);
+            pthread_mutex_lock(&d->mu);
+            d->appended += n;
+            pthread_cond_signal(&d->pub_cv);
+            pthread_mutex_unlock(&d->mu);
+            /* HOOK(checkpoint): the in-daemon checkpointer (anchor options)
+             * is told of the new head here. */
+        }
+        while (batch) {
+            r = batch;
+            batch = r->next;
+            req_free(r);
+        }
+    }
+    free(recs);
+    return NULL;
+}
+
+/* ---- reading records back as publications --------------------------------- */
+
+/* The segment file of the record being read, kept open between records. */
+typedef struct segcache {
+    int dirfd;
+    int fd;
+    char name[64];
+    ti_seg_hdr hdr;
+    uint8_t *frame;
+    size_t cap;
+} segcache;
+
+static void segcache_close(segcache *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->name[0] = '\0';
+}
+
+/* Reads the stored frame of rec and the header of its segment. Segment
+ * files written by the journal hold one segment; a file merged by the
+ * compactor holds several, and the right header is the last one before
+ * the frame, found by walking frame lengths from the start of the file. */
+static int segcache_load(segcache *c, const tally_record *rec,
+                         const char **why)
+{
+    uint8_t hb[TF_SEG_HEADER_BYTES];
+    uint64_t flen = (uint64_t)TF_FRAME_OVERHEAD + rec->body_len;
+    ssize_t got;
+
+    if (strcmp(c->name, rec->segment) != 0 || rec->seq < c->hdr.first_seq) {
+        uint64_t pos = 0;
+
+        segcache_close(c);
+        c->fd = openat(c->dirfd, rec->segment, O_RDONLY | O_CLOEXEC);
+        if (c->fd < 0) {
+            *why = "cannot open the segment file";
+            return -errno;
+        }
+        snprintf(c->name, sizeof c->name, "%s", rec->segment);
+        for (;;) {
+            uint8_t fh[TF_FRAME_HEADER_BYTES];
+
+            got = ti_pread_full(c->fd, hb, sizeof hb, pos);
+            if (got != (ssize_t)sizeof hb ||
+                ti_seg_header_parse(hb, &c->hdr, why) < 0) {
+                *why = "no valid segment header before the frame";
+                segcache_close(c);
+                return TALLY_EINTEGRITY;
+            }
+            pos += TF_SEG_HEADER_BYTES;
+            /* skip this segment's frames up to the record or the next
+             * header */
+            while (pos < rec->offset) {
+                got = ti_pread_full(c->fd, fh, sizeof fh, pos);
+                if (got != (ssize_t)sizeof fh)
+                    break;
+                if (memcmp(fh, TF_SEG_MAGIC, 4) == 0)
+                    break;
+                pos += (uint64_t)TF_FRAME_OVERHEAD + le32_get(fh + 24);
+            }
+            if (pos >= rec->offset)
+                break;
+        }
+    }
+    if (flen > c->cap) {
+        uint8_t *p = realloc(c->frame, (size_t)flen);
+
+        if (!p) {
+            *why = "out of memory";
+            return -ENOMEM;
+        }
+        c->frame = p;
+        c->cap = (size_t)flen;
+    }
+    got = ti_pread_full(c->fd, c->frame, (size_t)flen, rec->offset);
+    if (got != (ssize_t)flen) {
+        *why = "the frame is not whole in its file";
+        return got < 0 ? (int)got : TALLY_EINTEGRITY;
+    }
+    if (le64_get(c->frame + 8) != rec->seq ||
+        memcmp(c->frame + 32 + rec->body_len, rec->link, 32) != 0) {
+        *why = "the stored frame disagrees with the reader";
+        return TALLY_EINTEGRITY;
+    }
+    return 0;
+}
+
+/* Encodes rec as a publication into b. prev_link is the link before it. */
+static int encode_pub(tallyd *d, segcache *c, wire_buf *b,
+                      const tally_record *rec, const uint8_t prev_link[32],
+                      uint64_t prev_same_type, const char **why)
+{
+    /* A pruned record has no plaintext left: it goes out as stored. */
+    bool stored = d->form == WIRE_FORM_STORED || !rec->decrypted;
+
+    wire_pub_header(b, rec->type, stored ? WIRE_FORM_STORED : WIRE_FORM_PLAIN,
+                    rec->seq, rec->ts_ns, prev_same_type, rec->record_hash,
+                    rec->link);
+    if (!stored) {
+        wire_buf_put16(b, (uint16_t)rec->key_len);
+        wire_buf_put32(b, (uint32_t)rec->payload_len);
+        wire_buf_putmem(b, rec->key, rec->key_len);
+        wire_buf_putmem(b, rec->payload, rec->payload_len);
+    } else {
+        int rc = segcache_load(c, rec, why);
+
+        if (rc < 0)
+            return rc;
+        wire_buf_put32(b, c->hdr.epoch);
+        wire_buf_put64(b, c->hdr.segment_no);
+        wire_buf_putmem(b, c->hdr.salt, 16);
+        wire_buf_putmem(b, prev_link, 32);
+        wire_buf_put32(b, (uint32_t)(TF_FRAME_OVERHEAD + rec->body_len));
+        wire_buf_putmem(b, c->frame, TF_FRAME_OVERHEAD + rec->body_len);
+    }
+    if (b->err) {
+        *why = "out of memory";
+        return b->err;
+    }
+    return 0;
+}
+
+/* ---- publisher ------------------------------------------------------------ */
+
+typedef struct publisher {
+    tallyd *d;
+    tally_iter *it;
+    segcache sc;
+    wire_buf pending;     /* an encoded record not yet durable */
+    uint64_t pending_seq; /* 0: none */
+    uint16_t pending_type;
+    uint8_t pending_link[32];
+    uint64_t published;
+    unsigned empty_reads;
+    uint64_t last_tick_ns;
+} publisher;
+
+static void publish_tick(publisher *p)
+{
+    wire_buf b = { 0 };
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    wire_pub_header(&b, WIRE_TICK_TYPE, WIRE_FORM_TICK, p->published,
+                    (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+                    0, NULL, p->d->pub_link);
+    if (!b.err)
+        (void)nn_send(p->d->pub, b.p, b.len, NN_DONTWAIT);
+    wire_buf_free(&b);
+    p->last_tick_ns = now_ns();
+}
+
+/* Reads the next record (seq published + 1) into p->pending. 1 got it,
+ * 0 not readable yet, <0 error. */
+static int read_next(publisher *p)
+{
+    tallyd *d = p->d;
+    tally_record rec;
+    const char *why = NULL;
+    int rc;
+
+    if (!p->it) {
+        rc = tally_iter_open(&p->it, d->dir, d->key, p->published + 1,
+                             TALLY_ITER_TOLERATE_TAIL);
+        if (rc < 0) {
+            LOG_ERROR("publish-read-failed seq=%" PRIu64 " err=%d msg=\"%s\"",
+                      p->published + 1, rc, tally_strerror(rc));
+            p->it = NULL;
+            return rc;
+        }
+    }
+    rc = tally_iter_next(p->it, &rec);
+    if (rc == 0) {
+        /* The reader stopped at the end it saw; after a few tries, reopen
+         * it in case it does not look past a segment it finished. */
+        if (++p->empty_reads >= 3) {
+            tally_iter_free(p->it);
+            p->it = NULL;
+            p->empty_reads = 0;
+        }
+        return 0;
+    }
+    if (rc < 0) {
+        LOG_ERROR("publish-read-failed seq=%" PRIu64 " err=%d msg=\"%s\"",
+                  p->published + 1, rc, tally_iter_errmsg(p->it));
+        tally_iter_free(p->it);
+        p->it = NULL;
+        return rc;
+    }
+    p->empty_reads = 0;
+    if (rec.seq != p->published + 1) {
+        LOG_ERROR("publish-read-failed seq=%" PRIu64 " got=%" PRIu64
+                  " msg=\"reader out of step\"", p->published + 1, rec.seq);
+        tally_iter_free(p->it);
+        p->it = NULL;
+        return TALLY_EINTEGRITY;
+    }
+    p->pending.len = 0;
+    p->pending.err = 0;
+    rc = encode_pub(d, &p->sc, &p->pending, &rec, d->pub_link,
+                    d->last_of_type[rec.type], &why);
+    if (rc < 0) {
+        LOG_ERROR("publish-encode-failed seq=%" PRIu64 " err=%d why=\"%s\"",
+                  rec.seq, rc, why);
+        return rc;
+    }
+    p->pending_seq = rec.seq;
+    p->pending_type = rec.type;
+    memcpy(p->pending_link, rec.link, 32);
+    return 1;
+}
+
+/* Publishes records up to durable; returns how many. */
+static uint64_t publish_upto(publisher *p, uint64_t durable)
+{
+    tallyd *d = p->d;
+    uint64_t n = 0;
+    int errors = 0;
+
+    while (p->published < durable) {
+        if (!p->pending_seq) {
+            int rc = read_next(p);
+
+            if (rc == 0) {
+                struct timespec ts = { 0, 1000000 };
+
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            if (rc < 0) {
+                struct timespec ts = { 0, 50000000 };
+
+                /* keep trying (a reader error may be transient); a
+                 * journal that stays unreadable stops the tallyd */
+                if (++errors >= 100) {
+                    fatal_stop(d);
+                    return n;
+                }
+                nanosleep(&ts, NULL);
+                continue;
+            }
+        }
+        if (p->pending_seq > durable)
+            break;
+        if (nn_send(d->pub, p->pending.p, p->pending.len, NN_DONTWAIT) < 0 &&
+            nn_errno() != EAGAIN)
+            LOG_WARN("publish-failed seq=%" PRIu64 " err=\"%s\"",
+                     p->pending_seq, nn_strerror(nn_errno()));
+        d->last_of_type[p->pending_type] = p->pending_seq;
+        memcpy(d->pub_link, p->pending_link, 32);
+        p->published = p->pending_seq;
+        p->pending_seq = 0;
+        n++;
+    }
+    if (n) {
+        pthread_mutex_lock(&d->mu);
+        d->published_seq = p->published;
+        pthread_mutex_unlock(&d->mu);
+    }
+    return n;
+}
+
+static void *publisher_main(void *arg)
+{
+    publisher *p = arg;
+    tallyd *d = p->d;
+    uint64_t last_sync_ns = now_ns();
+
+    for (;;) {
+        tally_head_info h;
+        bool done;
+        struct timespec until;
+        uint64_t wait_ms;
+
+        if (tally_head(d->t, &h) < 0)
+            h.durable_seq = p->published;
+        if (h.durable_seq > p->published) {
+            uint64_t n = publish_upto(p, h.durable_seq);
+
+            if (n && now_ns() - p->last_tick_ns >= 100000000u)
+                publish_tick(p);
+            if (atomic_load(&d->fatal))
+                break;
+            continue;
+        }
+        pthread_mutex_lock(&d->mu);
+        done = d->commit_done;
+        pthread_mutex_unlock(&d->mu);
+        if (done && h.durable_seq <= p->published)
+            break;
+        /* Under `none` nothing is durable until a sync: make one a second
+         * so that publications are not held back without bound. */
+        if (d->sync == TALLY_SYNC_NONE && h.seq > h.durable_seq &&
+            now_ns() - last_sync_ns >= 1000000000u) {
+            (void)tally_sync(d->t, 0);
+            last_sync_ns = now_ns();
+            continue;
+        }
+        if (now_ns() - p->last_tick_ns >= (uint64_t)TICK_MS * 1000000u)
+            publish_tick(p);
+        /* ALWAYS/BATCH: woken by the committer; INTERVAL/NONE: durability
+         * advances in the background, so poll. */
+        wait_ms = (d->sync == TALLY_SYNC_ALWAYS || d->sync == TALLY_SYNC_BATCH)
+                      ? 200 : 5;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += (long)(wait_ms * 1000000u);
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&d->mu);
+        if (!d->commit_done)
+            pthread_cond_timedwait(&d->pub_cv, &d->mu, &until);
+        pthread_mutex_unlock(&d->mu);
+    }
+    publish_tick(p);
+    return NULL;
+}
+
+/* ---- ranger --------------------------------------------------------------- */
+
+typedef struct ranger {
+    tallyd *d;
+    tally_iter *it;  /* kept between requests: catch-up asks in order */
+    uint64_t it_next;
+    uint8_t it_prev_link[32];
+    segcache sc;
+} ranger;
+
+static bool prefix_match(const wire_request *w, uint16_t type)
+{
+    uint8_t t[2];
+
+    wire_put16(t, type);
+    return memcmp(t, w->prefix, w->prefix_len) == 0;
+}
+
+static void answer_range(ranger *g, req *r)
+{
+    tallyd *d = g->d;
+    const wire_request *w = &r->w;
+    tally_head_info h;
+    wire_buf b = { 0 }, one = { 0 };
+    uint64_t to, scanned, limit;
+    uint32_t count = 0, scans = 0;
+    size_t count_at;
+    int rc;
+
+    rc = tally_head(d->t, &h);
+    if (rc < 0) {
+        reply_error(d, &r->ctl, WIRE_OP_RANGE, rc, tally_strerror(rc));
+        return;
+    }
+    /* only durable records, as on the publish socket */
+    to = w->to < h.durable_seq ? w->to : h.durable_seq;
+    limit = w->max && w->max < WIRE_RANGE_MAX_RECORDS ? w->max
+                                                      : WIRE_RANGE_MAX_RECORDS;
+    scanned = w->from - 1;
+    wire_reply_header(&b, WIRE_OP_RANGE, 0);
+    count_at = b.len + 8;
+    wire_buf_put64(&b, 0);
+    wire_buf_put32(&b, 0);
+    if (w->from <= to) {
+        if (g->it && g->it_next != w->from) {
+            tally_iter_free(g->it);
+            g->it = NULL;
+        }
+        if (!g->it) {
+            /* start one record early: a stored publication carries the
+             * link before its record, which the AEAD authenticates */
+            rc = tally_iter_open(&g->it, d->dir, d->key,
+                                 w->from > 1 ? w->from - 1 : 1,
+                                 TALLY_ITER_TOLERATE_TAIL);
+            if (rc < 0) {
+                g->it = NULL;
+                goto fail;
+            }
+            if (w->from > 1) {
+                tally_record prev;
+
+                rc = tally_iter_next(g->it, &prev);
+                if (rc <= 0 || prev.seq != w->from - 1) {
+                    LOG_ERROR("range-read-failed seq=%" PRIu64 " err=%d "
+                              "msg=\"%s\"", w->from - 1, rc,
+                              tally_iter_errmsg(g->it));
+                    tally_iter_free(g->it);
+                    g->it = NULL;
+                    if (rc >= 0)
+                        rc = TALLY_EINTEGRITY;
+                    goto fail;
+                }
+                memcpy(g->it_prev_link, prev.link, 32);
+            } else {
+                ti_genesis(g->it_prev_link, d->jid);
+            }
+            g->it_next = w->from;
+        }
+        while (scanned < to && count < limit && b.len < WIRE_RANGE_MAX_BYTES &&
+               scans < WIRE_RANGE_MAX_SCAN) {
+            tally_record rec;
+            const char *why = NULL;
+
+            rc = tally_iter_next(g->it, &rec);
+            if (rc == 0)
+                break;
+            if (rc < 0 || rec.seq != scanned + 1) {
+                LOG_ERROR("range-read-failed seq=%" PRIu64 " err=%d msg=\"%s\"",
+                          scanned + 1, rc, tally_iter_errmsg(g->it));
+                tally_iter_free(g->it);
+                g->it = NULL;
+                if (rc >= 0)
+                    rc = TALLY_EINTEGRITY;
+                goto fail;
+            }
+            scans++;
+            scanned = rec.seq;
+            g->it_next = rec.seq + 1;
+            if (prefix_match(w, rec.type)) {
+                one.len = 0;
+                one.err = 0;
+                rc = encode_pub(d, &g->sc, &one, &rec, g->it_prev_link, 0,
+                                &why);
+                if (rc < 0) {
+                    LOG_ERROR("range-encode-failed seq=%" PRIu64 " why=\"%s\"",
+                              rec.seq, why);
+                    goto fail;
+                }
+                wire_buf_put32(&b, (uint32_t)one.len);
+                wire_buf_putmem(&b, one.p, one.len);
+                count++;
+            }
+            memcpy(g->it_prev_link, rec.link, 32);
+        }
+    }
+    if (b.err) {
+        rc = b.err;
+        goto fail;
+    }
+    wire_put64(b.p + count_at - 8, scanned);
+    wire_put32(b.p + count_at, count);
+    LOG_DEBUG(d, "range from=%" PRIu64 " to=%" PRIu64 " scanned_to=%" PRIu64
+              " records=%u", w->from, w->to, scanned, count);
+    send_reply(d, &r->ctl, &b);
+    wire_buf_free(&b);
+    wire_buf_free(&one);
+    return;
+fail:
+    wire_buf_free(&b);
+    wire_buf_free(&one);
+    reply_error(d, &r->ctl, WIRE_OP_RANGE, rc, tally_strerror(rc));
+}
+
+static void answer_epoch(ranger *g, req *r)
+{
+    tallyd *d = g->d;
+    ti_meta m;
+    const ti_epoch *e;
+    char err[256];
+    int dirfd, rc;
+    wire_buf b = { 0 };
+    uint8_t *p;
+
+    dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        rc = -errno;
+        reply_error(d, &r->ctl, WIRE_OP_EPOCH, rc, "cannot open the journal");
+        return;
+    }
+    rc = ti_meta_read(dirfd, NULL, &m, err, sizeof err);
+    close(dirfd);
+    if (rc < 0) {
+        LOG_ERROR("epoch-read-failed err=%d msg=\"%s\"", rc, err);
+        reply_error(d, &r->ctl, WIRE_OP_EPOCH, rc, tally_strerror(rc));
+        return;
+    }
+    e = ti_meta_epoch(&m, r->w.epoch);
+    if (!e) {
+        ti_meta_free(&m);
+        reply_error(d, &r->ctl, WIRE_OP_EPOCH, -ENOENT, "no such epoch");
+        return;
+    }
+    /* the entry exactly as FORMAT.md §3.2 lays it out */
+    wire_reply_header(&b, WIRE_OP_EPOCH, 0);
+    p = wire_buf_add(&b, WIRE_EPOCH_ENTRY);
+    if (p) {
+        memset(p, 0, WIRE_EPOCH_ENTRY);
+        le32_put(p, e->epoch);
+        le32_put(p + 4, e->flags);
+        le64_put(p + 8, e->first_segment);
+        memcpy(p + 16, e->nonce, 24);
+        memcpy(p + 40, e->wrapped, 48);
+    }
+    ti_meta_free(&m);
+    send_reply(d, &r->ctl, &b);
+    wire_buf_free(&b);
+}
+
+static void *ranger_main(void *arg)
+{
+    ranger *g = arg;
+    tallyd *d = g->d;
+
+    for (;;) {
+        req *r;
+
+        pthread_mutex_lock(&d->mu);
+        while (!d->rangeq.head && !d->rx_done)
+            pthread_cond_wait(&d->range_cv, &d->mu);
+        r = q_pop(&d->rangeq);
+        pthread_mutex_unlock(&d->mu);
+        if (!r)
+            break;
+        if (r->w.op == WIRE_OP_RANGE)
+            answer_range(g, r);
+        else
+            answer_epoch(g, r);
+        req_free(r);
+    }
+    if (g->it)
+        tally_iter_free(g->it);
+    return NULL;
+}
+
+/* ---- setup ---------------------------------------------------------------- */
+
+static const char usage_text[] =
+    "Usage: tallyd DIR --key-file FILE [options]\n"
+    "\n"
+    "Takes appends over nanomsg and publishes every committed record\n"
+    "(wire protocol: docs/FORMAT.md section 10).\n"
+    "\n"
+    "Options:\n"
+    "  --key-file FILE       master key file (or $TALLY_KEY_FILE)\n"
+    "  --append URL          REP socket for appends and requests\n"
+    "  --pull URL            PULL socket for fire-and-forget batches\n"
+    "  --publish URL         PUB socket for committed records\n"
+    "                        (defaults: ipc:// sockets beside DIR, named\n"
+    "                        DIR.append, DIR.pull, DIR.publish, or in\n"
+    "                        $XDG_RUNTIME_DIR or /tmp when too long)\n"
+    "  --publish-plaintext   publish plaintext over tcp:// as well (default:\n"
+    "                        records as stored, encrypted; ipc:// publishes\n"
+    "                        plaintext)\n"
+    "  --sync POLICY         always | batch | interval | none (default batch)\n"
+    "  --sync-interval MS    period of the interval policy (default 100)\n"
+    "  --create              create the journal in DIR if there is none\n"
+    "  --verbose             log every commit and range request\n"
+    "  --help                this text\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT stop taking requests, commit and publish what\n"
+    "was taken, and exit 0.\n";
+
+static int parse_sync(const char *s, tally_sync_policy *ret)
+{
+    static const struct {
+        const char *name;
+        tally_sync_policy p;
+    } names[] = {
+        { "always", TALLY_SYNC_ALWAYS },
+        { "batch", TALLY_SYNC_BATCH },
+        { "interval", TALLY_SYNC_INTERVAL },
+        { "none", TALLY_SYNC_NONE },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i].name) == 0) {
+            *ret = names[i].p;
+            return 0;
+        }
+    return -1;
+}
+
+static int make_socket(tallyd *d, int domain, int proto, const char *url,
+                       const char *what)
+{
+    int s, max = (int)WIRE_MAX_MESSAGE;
+
+    s = nn_socket(domain, proto);
+    if (s < 0) {
+        LOG_ERROR("socket-failed socket=%s err=\"%s\"", what,
+                  nn_strerror(nn_errno()));
+        return -1;
+    }
+    if (proto != NN_PUB &&
+        nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVMAXSIZE, &max, sizeof max) < 0) {
+        LOG_ERROR("socket-failed socket=%s err=\"%s\"", what,
+                  nn_strerror(nn_errno()));
+        nn_close(s);
+        return -1;
+    }
+    if (proto == NN_PUB) {
+        /* a large send buffer: slow subscribers fall behind before nanomsg
+         * drops for them (they then catch up with range requests) */
+        int sz = 16 << 20;
+
+        (void)nn_setsockopt(s, NN_SOL_SOCKET, NN_SNDBUF, &sz, sizeof sz);
+    }
+    if (nn_bind(s, url) < 0) {
+        LOG_ERROR("bind-failed socket=%s url=%s err=\"%s\"", what, url,
+                  nn_strerror(nn_errno()));
+        nn_close(s);
+        return -1;
+    }
+    (void)d;
+    return s;
+}
+
+static bool is_tcp(const char *url)
+{
+    return strncmp(url, "tcp://", 6) == 0 || strncmp(url, "ws://", 5) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_KEY = 256, OPT_APPEND, OPT_PULL, OPT_PUBLISH, OPT_PLAIN, OPT_SYNC,
+           OPT_INTERVAL, OPT_CREATE, OPT_VERBOSE, OPT_HELP };
+    static const struct option longopts[] = {
+        { "key-file", required_argument, NULL, OPT_KEY },
+        { "append", required_argument, NULL, OPT_APPEND },
+        { "pull", required_argument, NULL, OPT_PULL },
+        { "publish", required_argument, NULL, OPT_PUBLISH },
+        { "publish-plaintext", no_argument, NULL, OPT_PLAIN },
+        { "sync", required_argument, NULL, OPT_SYNC },
+        { "sync-interval", required_argument, NULL, OPT_INTERVAL },
+        { "create", no_argument, NULL, OPT_CREATE },
+        { "verbose", no_argument, NULL, OPT_VERBOSE },
+        { "help", no_argument, NULL, OPT_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    tallyd *d;
+    const char *key_file = getenv("TALLY_KEY_FILE");
+    const char *append_url = NULL, *pull_url = NULL, *publish_url = NULL;
+    bool plaintext = false, create = false;
+    tally_options opt;
+    tally_recovery rec;
+    tally_head_info h;
+    sigset_t sigs;
+    pthread_t rx, cm, pb, rg;
+    publisher pubst;
+    ranger rgst;
+    int c, rc, sig, status = 0;
+
+    if (sodium_init() < 0) {
+        LOG_ERROR("start-failed msg=\"libsodium did not initialise\"");
+        return 1;
+    }
+    d = calloc(1, sizeof *d);
+    if (!d)
+        return 1;
+    d->sync = TALLY_SYNC_BATCH;
+    d->rep = d->pull = d->pub = -1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_KEY: key_file = optarg; break;
+        case OPT_APPEND: append_url = optarg; break;
+        case OPT_PULL: pull_url = optarg; break;
+        case OPT_PUBLISH: publish_url = optarg; break;
+        case OPT_PLAIN: plaintext = true; break;
+        case OPT_SYNC:
+            if (parse_sync(optarg, &d->sync) < 0) {
+                fprintf(stderr, "tallyd: unknown sync policy '%s'\n%s",
+                        optarg, usage_text);
+                return 2;
+            }
+            break;
+        case OPT_INTERVAL: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+
+            if (*end || v == 0 || v > 60000) {
+                fprintf(stderr, "tallyd: bad --sync-interval '%s'\n", optarg);
+                return 2;
+            }
+            d->sync_interval_ms = (uint32_t)v;
+            break;
+        }
+        case OPT_CREATE: create = true; break;
+        case OPT_VERBOSE: d->verbose = true; break;
+        case OPT_HELP: fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind != argc - 1 || !key_file) {
+        fputs(optind != argc - 1 ? "tallyd: give one journal directory\n"
+                                 : "tallyd: --key-file is required\n", stderr);
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    d->dir = argv[optind];
+    {
+        tally_client_urls u;
+
+        rc = tally_client_default_urls(d->dir, &u);
+        if (rc < 0 && (!append_url || !pull_url || !publish_url)) {
+            LOG_ERROR("start-failed dir=%s msg=\"cannot derive default "
+                      "socket paths: %s\"", d->dir, tally_strerror(rc));
+            return 1;
+        }
+        snprintf(d->append_url, sizeof d->append_url, "%s",
+                 append_url ? append_url : u.append_url);
+        snprintf(d->pull_url, sizeof d->pull_url, "%s",
+                 pull_url ? pull_url : u.pull_url);
+        snprintf(d->publish_url, sizeof d->publish_url, "%s",
+                 publish_url ? publish_url : u.publish_url);
+    }
+    d->form = is_tcp(d->publish_url) && !plaintext ? WIRE_FORM_STORED
+                                                   : WIRE_FORM_PLAIN;
+
+    d->key = sodium_malloc(TALLY_KEY_BYTES);
+    d->last_of_type = calloc(65536, sizeof *d->last_of_type);
+    if (!d->key || !d->last_of_type) {
+        LOG_ERROR("start-failed msg=\"out of memory\"");
+        return 1;
+    }
+    rc = tally_key_load(key_file, d->key);
+    if (rc < 0) {
+        /* the path is fine to log; the key never is */
+        LOG_ERROR("start-failed key_file=%s err=%d msg=\"%s\"", key_file, rc,
+                  tally_strerror(rc));
+        return tally_exit_code(rc);
+    }
+    sodium_mprotect_readonly(d->key);
+
+    memset(&opt, 0, sizeof opt);
+    opt.master_key = d->key;
+    opt.sync = d->sync;
+    opt.sync_interval_ms = d->sync_interval_ms;
+    memset(&rec, 0, sizeof rec);
+    rc = tally_open(&d->t, d->dir, &opt, &rec);
+    if (rc == TALLY_ENOJOURNAL && create) {
+        rc = tally_init(d->dir, &opt);
+        if (rc == 0) {
+            LOG_INFO("created dir=%s", d->dir);
+            rc = tally_open(&d->t, d->dir, &opt, &rec);
+        }
+    }
+    if (rc < 0) {
+        LOG_ERROR("start-failed dir=%s err=%d msg=\"%s\"", d->dir, rc,
+                  tally_strerror(rc));
+        sodium_free(d->key);
+        return tally_exit_code(rc);
+    }
+    if (rec.cut_bytes)
+        LOG_WARN("recovered dir=%s cut_bytes=%" PRIu64 " first_lost_seq=%"
+                 PRIu64 " segment=%s", d->dir, rec.cut_bytes,
+                 rec.cut_first_seq, rec.segment);
+    tally_id(d->t, d->jid);
+    {
+        int dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ti_meta m;
+        char err[256];
+
+        if (dirfd >= 0 && ti_meta_read(dirfd, NULL, &m, err, sizeof err) == 0) {
+            d->cipher = m.cipher;
+            ti_meta_free(&m);
+        }
+        if (dirfd >= 0)
+            close(dirfd);
+    }
+    rc = tally_head(d->t, &h);
+    if (rc < 0) {
+        LOG_ERROR("start-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
+        return 1;
+    }
+
+    d->rep = make_socket(d, AF_SP_RAW, NN_REP, d->append_url, "append");
+    d->pull = d->rep < 0 ? -1
+                         : make_socket(d, AF_SP, NN_PULL, d->pull_url, "pull");
+    d->pub = d->pull < 0 ? -1
+                         : make_socket(d, AF_SP, NN_PUB, d->publish_url,
+                                       "publish");
+    if (d->pub < 0) {
+        if (d->rep >= 0)
+            nn_close(d->rep);
+        if (d->pull >= 0)
+            nn_close(d->pull);
+        tally_close(d->t);
+        sodium_free(d->key);
+        return 1;
+    }
+
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->commit_cv, NULL);
+    pthread_cond_init(&d->space_cv, NULL);
+    pthread_cond_init(&d->pub_cv, NULL);
+    pthread_cond_init(&d->range_cv, NULL);
+    d->start_ns = now_ns();
+    d->published_seq = h.seq;
+    memcpy(d->pub_link, h.link, 32);
+    d->main_thread = pthread_self();
+
+    /* Signals are taken by main alone, with sigwait; the other threads
+     * inherit the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    memset(&pubst, 0, sizeof pubst);
+    pubst.d = d;
+    pubst.published = h.seq;
+    pubst.sc.fd = -1;
+    memset(&rgst, 0, sizeof rgst);
+    rgst.d = d;
+    rgst.sc.fd = -1;
+    pubst.sc.dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    rgst.sc.dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pubst.sc.dirfd < 0 || rgst.sc.dirfd < 0) {
+        LOG_ERROR("start-failed dir=%s msg=\"cannot open the directory\"",
+                  d->dir);
+        return 1;
+    }
+
+    if (pthread_create(&cm, NULL, committer_main, d) ||
+        pthread_create(&pb, NULL, publisher_main, &pubst) ||
+        pthread_create(&rg, NULL, ranger_main, &rgst) ||
+        pthread_create(&rx, NULL, receiver_main, d)) {
+        LOG_ERROR("start-failed msg=\"cannot start threads\"");
+        return 1;
+    }
+    LOG_INFO("ready dir=%s head=%" PRIu64 " append=%s pull=%s publish=%s "
+             "form=%s sync=%d", d->dir, h.seq, d->append_url, d->pull_url,
+             d->publish_url, d->form == WIRE_FORM_PLAIN ? "plain" : "stored",
+             (int)d->sync);
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG_INFO("stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+            break;
+        }
+        if (sig == SIGUSR1 && atomic_load(&d->fatal)) {
+            LOG_ERROR("stopping msg=\"fatal error, see above\"");
+            status = 1;
+            break;
+        }
+    }
+
+    /* Drain: stop taking requests, commit what was taken, sync, publish
+     * it, answer outstanding range requests, close. */
+    atomic_store(&d->stopping, 1);
+    pthread_join(rx, NULL);
+    pthread_mutex_lock(&d->mu);
+    d->rx_done = true;
+    pthread_cond_broadcast(&d->commit_cv);
+    pthread_cond_broadcast(&d->range_cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(cm, NULL);
+    rc = tally_sync(d->t, 0);
+    if (rc < 0) {
+        LOG_ERROR("sync-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
+        status = 1;
+    }
+    pthread_mutex_lock(&d->mu);
+    d->commit_done = true;
+    pthread_cond_broadcast(&d->pub_cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(pb, NULL);
+    pthread_join(rg, NULL);
+    {
+        struct timespec ts = { 0, (long)DRAIN_FLUSH_MS * 1000000L };
+
+        nanosleep(&ts, NULL);
+    }
+    nn_close(d->rep);
+    nn_close(d->pull);
+    nn_close(d->pub);
+    if (pubst.it)
+        tally_iter_free(pubst.it);
+    segcache_close(&pubst.sc);
+    segcache_close(&rgst.sc);
+    close(pubst.sc.dirfd);
+    close(rgst.sc.dirfd);
+    free(pubst.sc.frame);
+    free(rgst.sc.frame);
+    wire_buf_free(&pubst.pending);
+    rc = tally_head(d->t, &h);
+    rc = tally_close(d->t);
+    if (rc < 0) {
+        LOG_ERROR("close-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
+        status = 1;
+    }
+    LOG_INFO("stopped head=%" PRIu64 " published=%" PRIu64 " appended=%"
+             PRIu64 " status=%d", h.seq, d->published_seq, d->appended,
+             status);
+    sodium_free(d->key);
+    free(d->last_of_type);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+    return status;
+}
