@@ -379,6 +379,7 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     struct reader r;
     tally_options opt;
     tally_recovery rec;
+    tally_head_info head;
     tally_record_in *recs = NULL;
     const char *key_file = NULL, *key_path;
     uint8_t *key = NULL;
@@ -483,6 +484,15 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         }
         return cli_fail(self, "opening journal", a.dir, rc, NULL);
     }
+    /* Acknowledgements continue from the head the open found. */
+    rc = tally_head(a.t, &head);
+    if (rc < 0) {
+        status = fail(&a, "reading the head of journal", rc);
+        (void)tally_close(a.t);
+        free(recs);
+        return status;
+    }
+    a.appended = a.acked = head.seq;
     if (rec.cut_bytes > 0) {
         fprintf(stderr, "tally append: recovered: cut %llu bytes from %.*s",
                 (unsigned long long)rec.cut_bytes,

@@ -20,10 +20,11 @@ const char cmd_verify_usage[] =
     "\n"
     "On success prints a summary (segments, records, seq range, time range,\n"
     "bytes, journal id, cipher, head). On failure prints the first problem\n"
-    "on stderr as\n"
-    "  tally verify: verifying journal DIR: MESSAGE (segment FILE, offset N,\n"
-    "  seq S)\n"
-    "and exits 3 (integrity) or 5 (wrong key), or 1 (cannot read).\n"
+    "on stderr, with its place when it has one, e.g.\n"
+    "  tally verify: verifying journal DIR: 0000000000000001.seg: offset 160,\n"
+    "  seq 1: link does not verify\n"
+    "and exits 3 (integrity, torn tail included), 5 (wrong key) or 1 (cannot\n"
+    "read).\n"
     "\n"
     "With --json, one object on stdout, on success\n"
     "  {\"ok\":true,\"keyed\":B,\"journal_id\":HEX,\"cipher\":NAME,\"segments\":N,\n"
@@ -119,7 +120,9 @@ static int report_failure(const struct cli_cmd *self, const char *dir,
         fprintf(stderr, "%.*s", (int)msg_n, rep->message);
     else
         fputs(tally_strerror(err), stderr);
-    if (seg_n > 0)
+    /* The library's message usually names the place already; add it only
+     * where it does not. */
+    if (seg_n > 0 && (msg_n == 0 || strstr(rep->message, rep->segment) == NULL))
         fprintf(stderr, " (segment %.*s, offset %llu, seq %llu)", (int)seg_n,
                 rep->segment, (unsigned long long)rep->offset,
                 (unsigned long long)rep->seq);
