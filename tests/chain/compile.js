@@ -4,7 +4,9 @@
 // ganache 7.9.2 runs -- optimizer 200 runs, no metadata hash so the bytes do
 // not depend on the source's comments or path).
 //
-//   node compile.js            write JournalAnchor.bin and JournalAnchor.abi.json
+//   node compile.js            write JournalAnchor.bin (creation bytecode),
+//                              JournalAnchor.runtime.bin (the code a deployed
+//                              contract must hold) and JournalAnchor.abi.json
 //                              next to the .sol file
 //   node compile.js --out DIR  write them into DIR instead
 //   node compile.js --check    recompile and compare with the committed files:
@@ -63,23 +65,29 @@ if (failed) process.exit(1);
 
 const c = output.contracts[srcName][name];
 const bin = c.evm.bytecode.object + '\n';
+const runtime = c.evm.deployedBytecode.object + '\n';
 const abi = JSON.stringify(c.abi, null, 2) + '\n';
+const files = [[name + '.bin', bin], [name + '.runtime.bin', runtime], [name + '.abi.json', abi]];
 
 if (mode === 'check') {
   let ok = true;
-  for (const [file, want] of [[name + '.bin', bin], [name + '.abi.json', abi]]) {
-    const have = fs.readFileSync(path.join(contractsDir, file), 'utf8');
+  for (const [file, want] of files) {
+    let have = null;
+    try {
+      have = fs.readFileSync(path.join(contractsDir, file), 'utf8');
+    } catch (e) {
+      /* reported as a difference below */
+    }
     if (have !== want) {
       console.error(`compile.js: committed ${file} differs from a fresh compile; run node compile.js and commit`);
       ok = false;
     } else {
-      console.log(`compile.js: ${file} matches (${file.endsWith('.bin') ? (bin.length - 1) / 2 + ' bytes' : 'abi'})`);
+      console.log(`compile.js: ${file} matches (${file.endsWith('.bin') ? (want.length - 1) / 2 + ' bytes' : 'abi'})`);
     }
   }
   process.exit(ok ? 0 : 1);
 }
 
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, name + '.bin'), bin);
-fs.writeFileSync(path.join(outDir, name + '.abi.json'), abi);
+for (const [file, text] of files) fs.writeFileSync(path.join(outDir, file), text);
 console.log(`compile.js: ${name}.bin ${(bin.length - 1) / 2} bytes (runtime ${c.evm.deployedBytecode.object.length / 2}) -> ${outDir}`);
