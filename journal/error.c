@@ -43,6 +43,10 @@ const char *tally_strerror(int err)
     case TALLY_EKEYPERM:
         return "key file is readable or writable by group or others "
                "(chmod 600 it)";
+    case TALLY_ECHAIN:
+        return "RPC endpoints disagree, or the chain is not the configured one";
+    case TALLY_EREVERTED:
+        return "the anchor contract refused the call (reverted)";
     default:
         break;
     }

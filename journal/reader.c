@@ -27,6 +27,7 @@ struct tally_iter {
     bool *dk_ok;
     ti_aead aead;
     bool seg_key;        /* the current segment's key is installed */
+    bool rechecked;      /* the end of this file was read again */
     char **names;
     size_t n, idx;
     char cur[TF_SEG_NAME_LEN + 1];
@@ -307,6 +308,7 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
         int ev = ti_walk_next(w);
         switch (ev) {
         case TI_EV_SEGMENT:
+            it->rechecked = false;
             if (w->frame_off == 0 && w->seg.segment_no != it->cur_no)
                 return iter_fail(it, TALLY_EINTEGRITY, 0, w->seg.first_seq,
                                  "segment number differs from the file name");
@@ -323,27 +325,35 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             }
             continue;
         case TI_EV_FRAME:
+            it->rechecked = false;
             if (w->fh.seq < it->from_seq)
                 continue;
             return emit(it, ret);
         case TI_EV_EOF:
-            if (more_files(it)) {
-                it->bytes += w->pos;
-                ti_rfile_close(&w->rf);
-                w->file_open = false;
+        case TI_EV_TORN:
+            if (!more_files(it)) {
+                /* The end, for now: stay on this file so that a later call
+                 * sees what a live writer appends to it. */
+                if (ev == TI_EV_EOF || (it->flags & TALLY_ITER_TOLERATE_TAIL))
+                    return 0;
+                return iter_fail(it, TALLY_ETORN, w->frame_off, w->next_seq,
+                                 w->why);
+            }
+            /* A later file exists. A writer finishes a segment before it
+             * creates the next one, so read this one once more: what it
+             * appended after our read and before the listing is there. */
+            if (!it->rechecked) {
+                it->rechecked = true;
                 continue;
             }
-            /* The end, for now: stay on this file so that a later call
-             * sees what a live writer appends to it. */
-            return 0;
-        case TI_EV_TORN:
-            if (more_files(it))
+            it->rechecked = false;
+            if (ev == TI_EV_TORN)
                 return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
                                  w->next_seq, w->why);
-            if (it->flags & TALLY_ITER_TOLERATE_TAIL)
-                return 0;
-            return iter_fail(it, TALLY_ETORN, w->frame_off, w->next_seq,
-                             w->why);
+            it->bytes += w->pos;
+            ti_rfile_close(&w->rf);
+            w->file_open = false;
+            continue;
         case TI_EV_BAD:
             return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, w->next_seq,
                              w->why);
