@@ -30,7 +30,8 @@ const char cmd_verify_usage[] =
     "  {\"ok\":true,\"keyed\":B,\"journal_id\":HEX,\"cipher\":NAME,\"segments\":N,\n"
     "   \"records\":N,\"pruned\":N,\"first_seq\":N,\"last_seq\":N,\"bytes\":N,\n"
     "   \"first_ts\":NS,\"last_ts\":NS,\"head\":{\"seq\":N,\"link\":HEX}}\n"
-    "and on failure (the stderr line is printed too)\n"
+    "and on failure (the stderr line is printed too; a usage or key file\n"
+    "error, found before verification starts, prints no JSON)\n"
     "  {\"ok\":false,\"keyed\":B,\"exit\":S,\"error\":TEXT,\"segment\":FILE,\n"
     "   \"offset\":N,\"seq\":N,\"message\":TEXT}\n"
     "\n"
@@ -116,7 +117,11 @@ static int report_failure(const struct cli_cmd *self, const char *dir,
     int status = tally_exit_code(err);
 
     fprintf(stderr, "tally %s: verifying journal %s: ", self->name, dir);
-    if (msg_n > 0)
+    if (msg_n > 0 && err > -1000 && err < 0)
+        /* An errno failure: the message says what, strerror why. */
+        fprintf(stderr, "%.*s: %s", (int)msg_n, rep->message,
+                tally_strerror(err));
+    else if (msg_n > 0)
         fprintf(stderr, "%.*s", (int)msg_n, rep->message);
     else
         fputs(tally_strerror(err), stderr);

@@ -205,18 +205,32 @@ check "cat j2 payload round trip" test "$(jq -r 'select(.seq==100).payload' out)
 
 # ---- a second writer ---------------------------------------------------------
 mkfifo fifo
-"$TALLY" append j --key-file k1 <fifo >/dev/null 2>writer1.err & w1=$!; bg_pids+=("$w1")
+"$TALLY" append j --key-file k1 --ack <fifo >writer1.acks 2>writer1.err & w1=$!; bg_pids+=("$w1")
 exec 3>fifo
-# Wait until the first writer holds LOCK (flock(1) cannot take it then).
-for _ in $(seq 1 100); do flock -n j/LOCK true || break; sleep 0.05; done
+# Once the first writer has acknowledged a record, it holds the journal.
+echo "from the first writer" >&3
+for _ in $(seq 1 100); do [ -s writer1.acks ] && break; sleep 0.05; done
+check "the first writer acknowledged its record" test -s writer1.acks
 run tally append j --key-file k1
 busy=no
 if [ "$rc" -eq 1 ] && grep -q "another writer" err; then busy=yes; else sed 's/^/#   /' err; fi
 check "a second writer is refused (exit 1, another writer)" test $busy = yes
-echo "from the first writer" >&3
 exec 3>&-
 wait "$w1"; w1_rc=$?
 check "the first writer finishes (exit 0)" test "$w1_rc" -eq 0
+
+# ---- acks arrive while stdin is still open, under every policy -------------
+for pol in always batch interval none; do
+  rm -f fifo-ack && mkfifo fifo-ack
+  "$TALLY" append j --key-file k1 --sync "$pol" --ack <fifo-ack >live.acks 2>live.err & wl=$!; bg_pids+=("$wl")
+  exec 4>fifo-ack
+  echo "live $pol" >&4
+  for _ in $(seq 1 100); do [ -s live.acks ] && break; sleep 0.05; done
+  check "--sync $pol --ack: the ack comes before stdin closes" test -s live.acks
+  exec 4>&-
+  wait "$wl"; wl_rc=$?
+  check "--sync $pol writer exits 0" test "$wl_rc" -eq 0
+done
 
 # ---- kill -9 a writer mid-stream: every acknowledged seq is there ------------
 expect 0 "init j3" tally init j3 --key-file k1
