@@ -221,118 +221,72 @@ out:
     return rc;
 }
 
-int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
-               tally_recovery *rep, ti_recovered *ret, char *err,
-               size_t errlen)
+static void add_cut(tally_recovery *rep, const char *name, uint64_t bytes,
+                    uint64_t first_seq)
 {
-    char **names = NULL;
-    size_t n = 0;
-    int rc = remove_tmp_files(dirfd);
-    if (rc < 0) {
-        ti_msg(err, errlen, "cannot remove temporary files");
+    rep->cut_bytes += bytes;
+    if (first_seq && (!rep->cut_first_seq || first_seq < rep->cut_first_seq)) {
+        rep->cut_first_seq = first_seq;
+        ti_msg(rep->segment, sizeof rep->segment, "%s", name);
+    }
+    if (!rep->segment[0])
+        ti_msg(rep->segment, sizeof rep->segment, "%s", name);
+}
+
+static int remove_file(int dirfd, const char *name, char *err, size_t errlen)
+{
+    if (unlinkat(dirfd, name, 0) < 0 || ti_fsync_dir(dirfd) < 0) {
+        int rc = -errno;
+        ti_msg(err, errlen, "%s: cannot remove", name);
         return rc;
     }
-    rc = ti_seg_list(dirfd, &names, &n);
-    if (rc < 0) {
-        ti_msg(err, errlen, "cannot list segment files");
-        return rc;
-    }
-    memset(rep, 0, sizeof *rep);
-    const char *why = NULL;
-    ti_walk w;
-    ti_walk_init(&w, m->jid, m->cipher);
-    int wfd = -1;
+    return 0;
+}
 
-    /* Every header but the last file's (walked below). */
-    uint64_t prev_first_seq = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
-        uint64_t no;
-        (void)ti_seg_parse_name(names[i], &no);
-        int fd = openat(dirfd, names[i], O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            rc = -errno;
-            ti_msg(err, errlen, "%s: cannot open", names[i]);
-            goto out;
-        }
-        ti_seg_hdr h;
-        rc = read_header_at(fd, 0, &h, &why);
-        close(fd);
-        if (rc == 0)
-            rc = check_header(m, &h, no, &why);
-        if (rc == 0 && i == 0 &&
-            (h.segment_no != 1 || h.first_seq != 1)) {
-            rc = TALLY_EINTEGRITY;
-            why = "first segment does not start the journal";
-        }
-        if (rc == 0 && h.first_seq < prev_first_seq) {
-            rc = TALLY_EINTEGRITY;
-            why = "segment first_seq goes backwards";
-        }
-        if (rc < 0) {
-            if (rc > -1000 && rc != TALLY_EINTEGRITY)
-                ti_msg(err, errlen, "%s: cannot read header", names[i]);
-            else
-                ti_msg(err, errlen, "%s: offset 0, seq %" PRIu64 ": %s",
-                       names[i], prev_first_seq, why);
-            goto out;
-        }
-        prev_first_seq = h.first_seq;
-    }
-
-    /* The last file. A file shorter than a header (or a header of zeros)
-     * is a segment whose creation was cut short: it never held a record. */
-    while (n > 0) {
-        const char *name = names[n - 1];
-        uint64_t no;
-        (void)ti_seg_parse_name(name, &no);
-        wfd = openat(dirfd, name, O_RDWR | O_CLOEXEC);
-        if (wfd < 0) {
-            rc = -errno;
-            ti_msg(err, errlen, "%s: cannot open", name);
-            goto out;
-        }
-        struct stat st;
-        if (fstat(wfd, &st) < 0) {
-            rc = -errno;
-            goto out;
-        }
-        uint64_t size = (uint64_t)st.st_size;
-        int stub = size < TF_SEG_HEADER_BYTES;
-        if (size == TF_SEG_HEADER_BYTES) {
-            uint8_t b[TF_SEG_HEADER_BYTES];
-            static const uint8_t zero[TF_SEG_HEADER_BYTES];
-            if (ti_pread_full(wfd, b, sizeof b, 0) == (ssize_t)sizeof b &&
-                memcmp(b, zero, sizeof b) == 0)
-                stub = 1;
-        }
-        if (!stub)
-            break;
-        close(wfd);
-        wfd = -1;
-        if (unlinkat(dirfd, name, 0) < 0 || ti_fsync_dir(dirfd) < 0) {
-            rc = -errno;
-            ti_msg(err, errlen, "%s: cannot remove", name);
-            goto out;
-        }
-        free(names[--n]);
-    }
-    if (n == 0) {
-        ret->seq = 0;
-        ti_genesis(ret->link, m->jid);
-        ret->last_segment = 0;
-        rc = 0;
-        goto out;
-    }
-
+/* Recovers the last file, names[n - 1]: 1 if it held no record and was
+ * removed (the caller goes on with the file before it), 0 when the head is
+ * in *ret, <0 on error. */
+static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
+                        char **names, size_t n, tally_recovery *rep,
+                        ti_recovered *ret, char *err, size_t errlen)
+{
     const char *name = names[n - 1];
+    const char *why = NULL;
     uint64_t name_no;
     (void)ti_seg_parse_name(name, &name_no);
+    ti_walk w;
+    ti_walk_init(&w, m->jid, m->cipher);
+    int rc;
+    int wfd = openat(dirfd, name, O_RDWR | O_CLOEXEC);
+    if (wfd < 0) {
+        rc = -errno;
+        ti_msg(err, errlen, "%s: cannot open", name);
+        return rc;
+    }
     struct stat st;
     if (fstat(wfd, &st) < 0) {
         rc = -errno;
         goto out;
     }
     uint64_t size = (uint64_t)st.st_size;
+
+    /* Shorter than a header, or a header of zeros: a segment whose creation
+     * was cut short. It never held a record. */
+    int stub = size < TF_SEG_HEADER_BYTES;
+    if (size == TF_SEG_HEADER_BYTES) {
+        uint8_t b[TF_SEG_HEADER_BYTES];
+        static const uint8_t zero[TF_SEG_HEADER_BYTES];
+        if (ti_pread_full(wfd, b, sizeof b, 0) == (ssize_t)sizeof b &&
+            memcmp(b, zero, sizeof b) == 0)
+            stub = 1;
+    }
+    if (stub) {
+        rc = remove_file(dirfd, name, err, errlen);
+        if (rc == 0)
+            rc = 1;
+        goto out;
+    }
+
     rc = ti_walk_open_file(&w, dirfd, name);
     if (rc < 0) {
         ti_msg(err, errlen, "%s: cannot open", name);
@@ -340,11 +294,13 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
     }
     w.started = false;
     ti_seg_hdr first, last_seg;
+    memset(&first, 0, sizeof first);
+    memset(&last_seg, 0, sizeof last_seg);
     uint64_t seg_count = 0, seg_frames = 0;
     uint64_t last_off = 0;         /* offset of the last whole frame */
     ti_frame_hdr last_fh = { 0 };
     uint8_t last_prev[32];         /* link before it */
-    uint64_t cut_at = 0;           /* 0: no cut */
+    uint64_t cut_at = 0, cut_seq = 0;
     for (;;) {
         int ev = ti_walk_next(&w);
         if (ev < 0) {
@@ -359,10 +315,6 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
                 (w.seg.segment_no != 1 || w.seg.first_seq != 1)) {
                 rc = TALLY_EINTEGRITY;
                 why = "first segment does not start the journal";
-            }
-            if (rc == 0 && seg_count == 0 && w.seg.first_seq < prev_first_seq) {
-                rc = TALLY_EINTEGRITY;
-                why = "segment first_seq goes backwards";
             }
             if (rc < 0) {
                 ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
@@ -385,24 +337,22 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
         }
         if (ev == TI_EV_EOF)
             break;
-        /* TORN or BAD. */
+        /* TORN or BAD: a torn tail unless a whole record follows (§6). */
         if (seg_count == 0) {
             rc = TALLY_EINTEGRITY;
             ti_msg(err, errlen, "%s: offset 0, seq 0: %s", name, w.why);
             goto out;
         }
         if (ev == TI_EV_BAD) {
-            int at_header = !w.header_bad ? 0 : 1;
             const uint8_t *p;
-            if (at_header &&
-                ti_rfile_get(&w.rf, w.frame_off, 8, &p) == 1 &&
+            if (w.header_bad && ti_rfile_get(&w.rf, w.frame_off, 8, &p) == 1 &&
                 memcmp(p, TF_SEG_MAGIC, 8) == 0) {
                 rc = TALLY_EINTEGRITY;
                 ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
                        ": %s", name, w.frame_off, w.next_seq, w.why);
                 goto out;
             }
-            if (!at_header) {
+            if (!w.header_bad) {
                 int lr = later_record(&w);
                 if (lr < 0) {
                     rc = lr;
@@ -418,27 +368,8 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
             }
         }
         cut_at = w.frame_off;
-        rep->cut_first_seq = w.next_seq;
+        cut_seq = w.next_seq;
         break;
-    }
-
-    /* The prev_link of this file must continue the previous file. */
-    if (n >= 2) {
-        uint8_t link[32];
-        uint64_t pseq, pfirst;
-        rc = file_tail(dirfd, names[n - 2], link, &pseq, &pfirst);
-        if (rc == 0 && (memcmp(link, first.prev_link, 32) != 0 ||
-                        (pseq && pseq != first.first_seq - 1)))
-            rc = TALLY_EINTEGRITY;
-        if (rc < 0) {
-            if (rc == TALLY_EINTEGRITY)
-                ti_msg(err, errlen, "%s: offset 96, seq %" PRIu64
-                       ": prev_link does not continue %s", name,
-                       first.first_seq, names[n - 2]);
-            else
-                ti_msg(err, errlen, "%s: cannot read its tail", names[n - 2]);
-            goto out;
-        }
     }
 
     /* A final record whose tag fails is cut like a torn one (§6). */
@@ -456,47 +387,136 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
         }
         if (!ok) {
             cut_at = last_off;
-            rep->cut_first_seq = last_fh.seq;
+            cut_seq = last_fh.seq;
             seg_frames--;
-        }
-    }
-    if (cut_at) {
-        /* The seq at the cut and the link before it. */
-        if (rep->cut_first_seq == last_fh.seq && last_off == cut_at) {
             head_seq = last_fh.seq - 1;
             memcpy(head_link, last_prev, 32);
         }
-        rep->cut_bytes = size - cut_at;
-        ti_msg(rep->segment, sizeof rep->segment, "%s", name);
+    }
+    if (cut_at) {
+        add_cut(rep, name, size - cut_at, cut_seq);
         if (ftruncate(wfd, (off_t)cut_at) < 0 || fsync(wfd) < 0) {
             rc = -errno;
             ti_msg(err, errlen, "%s: cannot cut the torn tail", name);
             goto out;
         }
-        size = cut_at;
     }
 
     if (seg_count == 1 && seg_frames == 0) {
-        /* A segment without records: remove it; its number is used again
-         * by the next segment (with a fresh salt, FORMAT.md §5). */
-        if (unlinkat(dirfd, name, 0) < 0 || ti_fsync_dir(dirfd) < 0) {
-            rc = -errno;
-            ti_msg(err, errlen, "%s: cannot remove", name);
+        /* A segment without records: remove it, and recover the file
+         * before it (a writer under none/interval syncs a full segment in
+         * the background and writes no record to the next one before that
+         * sync is done, so the previous one may be the torn one). Its
+         * number is used again, with a fresh salt (FORMAT.md §5). */
+        rc = remove_file(dirfd, name, err, errlen);
+        if (rc == 0) {
+            ret->seq = first.first_seq - 1;
+            memcpy(ret->link, first.prev_link, 32);
+            ret->last_segment = first.segment_no - 1;
+            rc = 1;
+        }
+        goto out;
+    }
+
+    /* This file's first prev_link must continue the previous file. */
+    if (n >= 2) {
+        uint8_t link[32];
+        uint64_t pseq, pfirst;
+        rc = file_tail(dirfd, names[n - 2], link, &pseq, &pfirst);
+        if (rc == 0 && (memcmp(link, first.prev_link, 32) != 0 ||
+                        (pseq && pseq != first.first_seq - 1)))
+            rc = TALLY_EINTEGRITY;
+        if (rc < 0) {
+            if (rc == TALLY_EINTEGRITY)
+                ti_msg(err, errlen, "%s: offset 96, seq %" PRIu64
+                       ": prev_link does not continue %s", name,
+                       first.first_seq, names[n - 2]);
+            else
+                ti_msg(err, errlen, "%s: cannot read its tail", names[n - 2]);
             goto out;
         }
-        ret->seq = first.first_seq - 1;
-        memcpy(ret->link, first.prev_link, 32);
-        ret->last_segment = first.segment_no - 1;
-    } else {
-        ret->seq = head_seq;
-        memcpy(ret->link, head_link, 32);
-        ret->last_segment = w.segment_no;
     }
+    ret->seq = head_seq;
+    memcpy(ret->link, head_link, 32);
+    ret->last_segment = w.segment_no;
     rc = 0;
 out:
-    if (wfd >= 0)
-        close(wfd);
+    close(wfd);
     ti_walk_free(&w);
-    ti_seg_list_free(names, n);
     return rc;
+}
+
+int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
+               tally_recovery *rep, ti_recovered *ret, char *err,
+               size_t errlen)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int rc = remove_tmp_files(dirfd);
+    if (rc < 0) {
+        ti_msg(err, errlen, "cannot remove temporary files");
+        return rc;
+    }
+    rc = ti_seg_list(dirfd, &names, &n);
+    if (rc < 0) {
+        ti_msg(err, errlen, "cannot list segment files");
+        return rc;
+    }
+    memset(rep, 0, sizeof rep->cut_bytes + sizeof rep->cut_first_seq +
+                       sizeof rep->segment);
+    const char *why = NULL;
+
+    /* Every header but the last file's (walked below). */
+    uint64_t prev_first_seq = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint64_t no;
+        (void)ti_seg_parse_name(names[i], &no);
+        int fd = openat(dirfd, names[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = -errno;
+            ti_msg(err, errlen, "%s: cannot open", names[i]);
+            goto out;
+        }
+        ti_seg_hdr h;
+        memset(&h, 0, sizeof h);
+        rc = read_header_at(fd, 0, &h, &why);
+        close(fd);
+        if (rc == 0)
+            rc = check_header(m, &h, no, &why);
+        if (rc == 0 && i == 0 && (h.segment_no != 1 || h.first_seq != 1)) {
+            rc = TALLY_EINTEGRITY;
+            why = "first segment does not start the journal";
+        }
+        if (rc == 0 && h.first_seq < prev_first_seq) {
+            rc = TALLY_EINTEGRITY;
+            why = "segment first_seq goes backwards";
+        }
+        if (rc < 0) {
+            if (rc > -1000)
+                ti_msg(err, errlen, "%s: cannot read header", names[i]);
+            else
+                ti_msg(err, errlen, "%s: offset 0, seq %" PRIu64 ": %s",
+                       names[i], h.first_seq, why);
+            goto out;
+        }
+        prev_first_seq = h.first_seq;
+    }
+
+    ret->seq = 0;
+    ti_genesis(ret->link, m->jid);
+    ret->last_segment = 0;
+    while (n > 0) {
+        rc = recover_last(dirfd, m, mk, names, n, rep, ret, err, errlen);
+        if (rc <= 0)
+            break;
+        free(names[--n]);
+    }
+    if (n == 0) {
+        ret->seq = 0;
+        ti_genesis(ret->link, m->jid);
+        ret->last_segment = 0;
+    }
+out:
+    ti_seg_list_free(names, n);
+    return rc < 0 ? rc : 0;
 }
