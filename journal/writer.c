@@ -27,6 +27,14 @@
 #define NONE_BUFFER (1u << 20)     /* NONE: bytes buffered before a write */
 #define INTERVAL_CAP (8u << 20)    /* INTERVAL: write early past this */
 #define COMPRESS_MIN 64u           /* smaller payloads are not worth trying */
+#define SEAL_CAP (64u << 20)       /* buffered while a background seal runs */
+
+/* A segment made current under the lock; its file is created by whoever
+ * does the I/O (create_segment_file). */
+struct newseg {
+    uint8_t hdr[TF_SEG_HEADER_BYTES];
+    char name[TF_SEG_NAME_LEN + 1];
+};
 
 struct dbg_fail {
     bool armed;
@@ -65,6 +73,13 @@ struct tally {
 
     ti_buf cur, spare;   /* frames not yet written / being written */
     bool flushing;
+    /* a background seal (none/interval): fdatasync of the full segment and
+     * creation of the next file; segfd is -1 meanwhile */
+    bool sealing, seal_joinable;
+    pthread_t seal_thr;
+    int seal_oldfd;
+    uint64_t seal_upto;
+    struct newseg seal_ns;
     int poison;          /* first write/sync error, 0 if none */
     ti_buf clear_work;
     char errmsg[256];
@@ -126,9 +141,10 @@ static void set_poison(tally *t, int rc, const char *what)
 
 /* ---- segments ---------------------------------------------------------------- */
 
-/* Starts segment segno + 1 at seq + 1 with a fresh salt (FORMAT.md §5.2):
- * header written, file fsynced, directory fsynced. */
-static int start_segment(tally *t)
+/* With t->mu held: segment segno + 1 starts at seq + 1, with a fresh salt
+ * (FORMAT.md §5.2) and its key installed; new frames are encrypted for it
+ * from now on. */
+static int prepare_segment(tally *t, struct newseg *ns)
 {
     ti_seg_hdr h;
     memset(&h, 0, sizeof h);
@@ -147,37 +163,104 @@ static int start_segment(tally *t)
     ti_aead_setkey(&t->aead, sk);
     sodium_free(sk);
 
-    uint8_t hdr[TF_SEG_HEADER_BYTES];
-    ti_seg_header_encode(hdr, &h);
-    char name[TF_SEG_NAME_LEN + 1];
-    ti_seg_name(name, h.segment_no);
-    memcpy(t->segname, name, sizeof name);
-    int fd = openat(t->dirfd, name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        int rc = -errno;
-        ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot create: %s", name,
-               tally_strerror(rc));
-        return rc;
-    }
-    int rc = w_write(t, fd, hdr, sizeof hdr);
-    if (rc == 0)
-        rc = w_sync(t, fd, false);
-    if (rc == 0)
-        rc = w_sync(t, t->dirfd, false);
-    if (rc < 0) {
-        ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot start segment: %s",
-               name, tally_strerror(rc));
-        close(fd);
-        (void)unlinkat(t->dirfd, name, 0);
-        return rc;
-    }
-    t->segfd = fd;
+    ti_seg_header_encode(ns->hdr, &h);
+    ti_seg_name(ns->name, h.segment_no);
+    memcpy(t->segname, ns->name, sizeof ns->name);
     t->segno = h.segment_no;
     t->seg_bytes = TF_SEG_HEADER_BYTES;
     t->file_off = TF_SEG_HEADER_BYTES;
     t->seg_frames = 0;
     return 0;
+}
+
+/* The file of a new segment: header written, file fsynced, directory
+ * fsynced (FORMAT.md §6). */
+static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
+                               const char **what)
+{
+    *what = "create";
+    int fd = openat(t->dirfd, ns->name,
+                    O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    *what = "header write";
+    int rc = w_write(t, fd, ns->hdr, sizeof ns->hdr);
+    if (rc == 0) {
+        *what = "fsync";
+        rc = w_sync(t, fd, false);
+    }
+    if (rc == 0) {
+        *what = "directory fsync";
+        rc = w_sync(t, t->dirfd, false);
+    }
+    if (rc < 0) {
+        close(fd);
+        (void)unlinkat(t->dirfd, ns->name, 0);
+        return rc;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/* With t->mu held, at open. */
+static int start_segment(tally *t)
+{
+    struct newseg ns;
+    const char *what;
+    int rc = prepare_segment(t, &ns);
+    if (rc == 0)
+        rc = create_segment_file(t, &ns, &t->segfd, &what);
+    if (rc < 0)
+        ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot start segment: %s",
+               t->segname, tally_strerror(rc));
+    return rc;
+}
+
+/* Seals a full segment (fdatasync, close) and creates the next one's file.
+ * Records reach the next file only after this, so a torn segment is never
+ * followed by one that holds records (recovery relies on it, §6). */
+static int seal_io(tally *t, int oldfd, const struct newseg *ns, int *ret_fd)
+{
+    int rc = w_sync(t, oldfd, true);
+    close(oldfd);
+    if (rc < 0) {
+        ti_msg(t->errmsg, sizeof t->errmsg, "sealing the segment before %s: "
+               "fdatasync failed: %s", ns->name, tally_strerror(rc));
+        return rc;
+    }
+    const char *what;
+    rc = create_segment_file(t, ns, ret_fd, &what);
+    if (rc < 0)
+        ti_msg(t->errmsg, sizeof t->errmsg, "%s: %s failed: %s", ns->name,
+               what, tally_strerror(rc));
+    return rc;
+}
+
+static void seal_done(tally *t, int rc, int fd, uint64_t upto)
+{
+    if (rc < 0) {
+        if (!t->poison)
+            t->poison = rc; /* seal_io wrote the message */
+    } else {
+        t->segfd = fd;
+        if (t->durable_seq < upto)
+            t->durable_seq = upto;
+    }
+    pthread_cond_broadcast(&t->cv);
+}
+
+/* Under none/interval the seal runs in the background while appenders keep
+ * encoding into memory for the next segment. */
+static void *seal_main(void *arg)
+{
+    tally *t = arg;
+    int fd = -1;
+    int rc = seal_io(t, t->seal_oldfd, &t->seal_ns, &fd);
+    pthread_mutex_lock(&t->mu);
+    t->sealing = false;
+    seal_done(t, rc, fd, t->seal_upto);
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
 }
 
 /* ---- flushing ------------------------------------------------------------- */
@@ -186,7 +269,7 @@ static int start_segment(tally *t)
  * when sync), as the one leader; returns with t->mu held. */
 static int flush_locked(tally *t, bool sync)
 {
-    while (t->flushing)
+    while (t->flushing || t->sealing)
         pthread_cond_wait(&t->cv, &t->mu);
     if (t->poison)
         return TALLY_EPOISONED;
@@ -238,7 +321,7 @@ static int make_durable(tally *t, uint64_t seq)
     while (t->durable_seq < seq) {
         if (t->poison)
             return TALLY_EPOISONED;
-        if (t->flushing) {
+        if (t->flushing || t->sealing) {
             pthread_cond_wait(&t->cv, &t->mu);
             continue;
         }
@@ -249,16 +332,20 @@ static int make_durable(tally *t, uint64_t seq)
     return 0;
 }
 
-/* With t->mu held: a full segment is flushed, synced and left for good; the
+/* With t->mu held: a full segment is written, synced and left for good; the
  * next record goes to a new one (FORMAT.md §6). */
 static int maybe_rollover(tally *t)
 {
     while (t->seg_bytes >= t->meta.segment_size && t->seg_frames > 0) {
         if (t->poison)
             return TALLY_EPOISONED;
-        if (t->flushing) {
+        if (t->flushing || t->sealing) {
             pthread_cond_wait(&t->cv, &t->mu);
             continue;
+        }
+        if (t->seal_joinable) {
+            pthread_join(t->seal_thr, NULL); /* it has finished */
+            t->seal_joinable = false;
         }
         int rc = 0;
         if (t->cur.len) {
@@ -270,22 +357,31 @@ static int maybe_rollover(tally *t)
             t->cur.len = 0;
             t->written_seq = t->seq;
         }
-        rc = w_sync(t, t->segfd, true);
+        int oldfd = t->segfd;
+        uint64_t upto = t->seq;
+        struct newseg ns;
+        rc = prepare_segment(t, &ns);
         if (rc < 0) {
-            set_poison(t, rc, "fdatasync");
+            set_poison(t, rc, "rollover");
             return rc;
         }
-        t->durable_seq = t->seq;
-        close(t->segfd);
         t->segfd = -1;
-        rc = start_segment(t);
-        if (rc < 0) {
-            if (!t->poison)
-                t->poison = rc;
-            pthread_cond_broadcast(&t->cv);
-            return rc;
+        if (t->sync == TALLY_SYNC_NONE || t->sync == TALLY_SYNC_INTERVAL) {
+            t->seal_oldfd = oldfd;
+            t->seal_upto = upto;
+            t->seal_ns = ns;
+            t->sealing = true;
+            if (pthread_create(&t->seal_thr, NULL, seal_main, t) == 0) {
+                t->seal_joinable = true;
+                continue;
+            }
+            t->sealing = false; /* no thread: seal right here */
         }
-        pthread_cond_broadcast(&t->cv);
+        int fd = -1;
+        rc = seal_io(t, oldfd, &ns, &fd);
+        seal_done(t, rc, fd, upto);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }
@@ -397,12 +493,14 @@ static int after_append(tally *t, uint64_t seq)
     case TALLY_SYNC_BATCH:
         return make_durable(t, seq);
     case TALLY_SYNC_INTERVAL:
-        if (t->cur.len >= INTERVAL_CAP && !t->flushing)
+        /* While a seal runs, frames wait in memory up to SEAL_CAP; past
+         * that the appender waits for it (back pressure). */
+        if (t->cur.len >= (t->sealing ? SEAL_CAP : INTERVAL_CAP))
             return flush_locked(t, false);
         return 0;
     case TALLY_SYNC_NONE:
     default:
-        if (t->cur.len >= NONE_BUFFER)
+        if (t->cur.len >= (t->sealing ? SEAL_CAP : NONE_BUFFER))
             return flush_locked(t, false);
         return 0;
     }
@@ -718,9 +816,13 @@ int tally_close(tally *t)
         pthread_join(t->thr, NULL);
 
     pthread_mutex_lock(&t->mu);
+    while (t->sealing)
+        pthread_cond_wait(&t->cv, &t->mu);
     int rc = t->poison ? TALLY_EPOISONED : make_durable(t, t->seq);
     bool empty = t->seg_frames == 0;
     pthread_mutex_unlock(&t->mu);
+    if (t->seal_joinable)
+        pthread_join(t->seal_thr, NULL);
     if (rc == 0 && empty && t->segfd >= 0) {
         /* A segment that never got a record is left out, as recovery would
          * remove it at the next open (FORMAT.md §6). */
