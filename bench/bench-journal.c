@@ -115,11 +115,12 @@ typedef struct cfg {
     unsigned cases;
     int threads;
     uint64_t small_mb, big_mb;
-    double cpu_secs;  /* each in-memory loop */
-    double sync_secs; /* each case that syncs */
-    double none_secs;
+    double cpu_secs;  /* each in-memory loop, all rounds together */
+    double sync_secs; /* each case that syncs, all rounds together */
     uint8_t *key;     /* sodium_malloc'd master key */
     uint8_t payload[PAYLOAD];
+    pid_t fk_pid;     /* the process the reading children are forked from */
+    int fk_req, fk_resp;
 } cfg;
 
 /* One measured figure; rate < 0 means "not run", err != 0 "failed". */
@@ -128,12 +129,12 @@ typedef struct fig {
     uint64_t n;
     double secs;
     int err;
-    char note[160];
+    char note[512];
 } fig;
 
 typedef struct results {
     fig cpu, replay_lim, verify_lim;
-    fig disk, disk_grow, group;
+    fig disk, disk_grow, disk_zero, group;
     fig sqlite;
     fig none, none_close, always, batch;
     fig replay, verify;
@@ -160,7 +161,7 @@ static void fig_fail(fig *f, int err, const char *what, const char *detail)
 {
     f->err = err ? err : -1;
     f->rate = -1;
-    snprintf(f->note, sizeof f->note, "%s: %s%s%s", what,
+    snprintf(f->note, sizeof f->note, "%s: %s%s%.200s", what,
              tally_strerror(f->err), detail && *detail ? " — " : "", detail ? detail : "");
 }
 
@@ -254,37 +255,6 @@ static int chain_open(chain *c, uint64_t seq, const uint8_t *frame,
     return get_le32(env + 4) == PAYLOAD ? 0 : -1;
 }
 
-static void bench_cpu_limit(const cfg *cf, results *r)
-{
-    enum { BUF = 1u << 20 }; /* like tally's NONE buffer: 1 MiB */
-    uint8_t *buf = malloc(BUF), env[ENV_LEN];
-    chain *c = sodium_malloc(sizeof *c);
-    uint64_t seq = 0;
-    size_t pos = 0;
-
-    if (!buf || !c) {
-        fig_fail(&r->cpu, -ENOMEM, "cpu limit", NULL);
-        goto out;
-    }
-    chain_init(c, cf->key);
-    double t0 = now(), t1 = t0, end = t0 + cf->cpu_secs;
-    while (t1 < end && !interrupted) {
-        for (int i = 0; i < 1024; i++) {
-            seq++;
-            if (pos + FRAME_LEN > BUF)
-                pos = 0;
-            make_env(env, cf->payload, seq);
-            chain_seal(c, seq, env, buf + pos);
-            pos += FRAME_LEN;
-        }
-        t1 = now();
-    }
-    fig_done(&r->cpu, seq, t1 - t0);
-out:
-    free(buf);
-    sodium_free(c);
-}
-
 /* The replay and verify limits: walk an in-memory journal of 32768 frames
  * (11.5 MB, more than the caches hold, as a replay streams) repeatedly. */
 static void bench_read_limits(const cfg *cf, results *r)
@@ -327,255 +297,12 @@ out:
     sodium_free(c);
 }
 
-/* ---- the disk limit ------------------------------------------------------ */
+/* ---- helpers ---------------------------------------------------------------- */
 
 static void path_in(char *out, size_t n, const cfg *cf, const char *name)
 {
     snprintf(out, n, "%s/%s", cf->base, name);
 }
-
-/* write()+fdatasync() of one 352-byte frame per record. prealloc: on a
- * file fallocate()d (and synced) beforehand, so the size never changes;
- * otherwise on a growing file, as an append-only segment is written. */
-static void bench_disk(const cfg *cf, fig *f, int prealloc)
-{
-    const off_t size = 64ll << 20;
-    char path[PATH_MAX];
-    uint8_t frame[FRAME_LEN];
-    uint64_t n = 0;
-    off_t off = 0;
-
-    path_in(path, sizeof path, cf, prealloc ? "disk-prealloc" : "disk-grow");
-    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fig_fail(f, -errno, "open", path);
-        return;
-    }
-    if (prealloc) {
-        int rc = posix_fallocate(fd, 0, size);
-        if (rc != 0 || fsync(fd) != 0) {
-            fig_fail(f, rc ? -rc : -errno, "fallocate", path);
-            goto out;
-        }
-    }
-    randombytes_buf(frame, sizeof frame);
-    double t0 = now(), t1 = t0, end = t0 + cf->sync_secs;
-    while (t1 < end && !interrupted) {
-        if (off + (off_t)FRAME_LEN > size)
-            off = 0; /* stay inside the preallocated extent */
-        if (pwrite(fd, frame, FRAME_LEN, off) != (ssize_t)FRAME_LEN ||
-            fdatasync(fd) != 0) {
-            fig_fail(f, -errno, "write/fdatasync", path);
-            goto out;
-        }
-        off += FRAME_LEN;
-        n++;
-        t1 = now();
-    }
-    fig_done(f, n, t1 - t0);
-out:
-    close(fd);
-    unlink(path);
-}
-
-/* A plain leader/follower group commit (no crypto) on a preallocated file:
- * what any BATCH implementation can hope for with this many appenders. */
-typedef struct group {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_barrier_t gate;
-    int fd;
-    uint8_t *buf[2];
-    size_t len;          /* bytes pending in buf[cur] */
-    int cur;
-    uint64_t next_seq;   /* last seq handed out */
-    uint64_t durable;    /* last seq known durable */
-    int syncing, failed;
-    off_t off, size;
-    atomic_int stop;
-    atomic_uint_fast64_t acked;
-    uint8_t frame[FRAME_LEN];
-} group;
-
-static void *group_thread(void *arg)
-{
-    group *g = arg;
-    uint64_t acked = 0;
-
-    pthread_barrier_wait(&g->gate);
-    while (!atomic_load(&g->stop)) {
-        pthread_mutex_lock(&g->mu);
-        uint64_t seq = ++g->next_seq;
-        memcpy(g->buf[g->cur] + g->len, g->frame, FRAME_LEN);
-        g->len += FRAME_LEN;
-        while (g->durable < seq && !g->failed) {
-            if (g->syncing) {
-                pthread_cond_wait(&g->cv, &g->mu);
-                continue;
-            }
-            /* Leader: take the pending buffer, let others fill the other. */
-            uint8_t *mine = g->buf[g->cur];
-            size_t len = g->len;
-            uint64_t upto = g->next_seq;
-            g->cur ^= 1;
-            g->len = 0;
-            g->syncing = 1;
-            if (g->off + (off_t)len > g->size)
-                g->off = 0;
-            off_t off = g->off;
-            g->off += (off_t)len;
-            pthread_mutex_unlock(&g->mu);
-            int bad = pwrite(g->fd, mine, len, off) != (ssize_t)len ||
-                      fdatasync(g->fd) != 0;
-            pthread_mutex_lock(&g->mu);
-            g->syncing = 0;
-            if (bad)
-                g->failed = 1;
-            else
-                g->durable = upto;
-            pthread_cond_broadcast(&g->cv);
-        }
-        int failed = g->failed;
-        pthread_mutex_unlock(&g->mu);
-        if (failed)
-            break;
-        acked++;
-    }
-    atomic_fetch_add(&g->acked, acked);
-    return NULL;
-}
-
-static void bench_group(const cfg *cf, fig *f)
-{
-    char path[PATH_MAX];
-    group *g = calloc(1, sizeof *g);
-    pthread_t *tid = calloc((size_t)cf->threads, sizeof *tid);
-    size_t cap = (size_t)cf->threads * FRAME_LEN;
-    int started = 0;
-
-    if (!g || !tid) {
-        fig_fail(f, -ENOMEM, "group commit", NULL);
-        free(g);
-        free(tid);
-        return;
-    }
-    path_in(path, sizeof path, cf, "disk-group");
-    g->size = 64ll << 20;
-    g->fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-    g->buf[0] = malloc(cap);
-    g->buf[1] = malloc(cap);
-    if (g->fd < 0 || !g->buf[0] || !g->buf[1]) {
-        fig_fail(f, g->fd < 0 ? -errno : -ENOMEM, "group commit", path);
-        goto out;
-    }
-    int rc = posix_fallocate(g->fd, 0, g->size);
-    if (rc != 0 || fsync(g->fd) != 0) {
-        fig_fail(f, rc ? -rc : -errno, "fallocate", path);
-        goto out;
-    }
-    randombytes_buf(g->frame, sizeof g->frame);
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    pthread_barrier_init(&g->gate, NULL, (unsigned)cf->threads + 1);
-    for (; started < cf->threads; started++)
-        if (pthread_create(&tid[started], NULL, group_thread, g) != 0)
-            break;
-    if (started < cf->threads) {
-        /* The barrier would never open: run what started is impossible to
-         * do cleanly, so report and leave (the process ends soon after). */
-        fig_fail(f, -EAGAIN, "pthread_create", NULL);
-        return;
-    }
-    pthread_barrier_wait(&g->gate);
-    double t0 = now();
-    while (now() < t0 + cf->sync_secs && !interrupted)
-        usleep(10000);
-    atomic_store(&g->stop, 1);
-    for (int i = 0; i < started; i++)
-        pthread_join(tid[i], NULL);
-    double t1 = now();
-    if (g->failed)
-        fig_fail(f, -EIO, "group commit", "write/fdatasync failed");
-    else
-        fig_done(f, atomic_load(&g->acked), t1 - t0);
-    pthread_barrier_destroy(&g->gate);
-    pthread_cond_destroy(&g->cv);
-    pthread_mutex_destroy(&g->mu);
-out:
-    if (g->fd >= 0)
-        close(g->fd);
-    unlink(path);
-    free(g->buf[0]);
-    free(g->buf[1]);
-    free(g);
-    free(tid);
-}
-
-/* ---- the peer: SQLite ------------------------------------------------------ */
-
-static void bench_sqlite(const cfg *cf, fig *f)
-{
-    char path[PATH_MAX], side[PATH_MAX + 8];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *ins = NULL;
-    uint64_t n = 0;
-
-    path_in(path, sizeof path, cf, "peer.sqlite");
-    if (sqlite3_open(path, &db) != SQLITE_OK ||
-        sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                         "CREATE TABLE rec(id INTEGER PRIMARY KEY, v BLOB);",
-                     NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO rec(v) VALUES (?1)", -1, &ins,
-                           NULL) != SQLITE_OK) {
-        snprintf(f->note, sizeof f->note, "sqlite: %s",
-                 db ? sqlite3_errmsg(db) : "out of memory");
-        f->err = -1;
-        goto out;
-    }
-    /* journal_mode=WAL answers with the mode it got: make sure it is WAL. */
-    {
-        sqlite3_stmt *q = NULL;
-        int wal = 0;
-        if (sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL) ==
-                SQLITE_OK &&
-            sqlite3_step(q) == SQLITE_ROW)
-            wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
-        sqlite3_finalize(q);
-        if (!wal) {
-            snprintf(f->note, sizeof f->note, "sqlite: WAL mode refused");
-            f->err = -1;
-            goto out;
-        }
-    }
-    uint8_t row[PAYLOAD];
-    memcpy(row, cf->payload, PAYLOAD);
-    double t0 = now(), t1 = t0, end = t0 + cf->sync_secs;
-    while (t1 < end && !interrupted) {
-        put_le64(row, n);
-        if (sqlite3_bind_blob(ins, 1, row, PAYLOAD, SQLITE_STATIC) !=
-                SQLITE_OK ||
-            sqlite3_step(ins) != SQLITE_DONE) {
-            snprintf(f->note, sizeof f->note, "sqlite insert: %s",
-                     sqlite3_errmsg(db));
-            f->err = -1;
-            goto out;
-        }
-        sqlite3_reset(ins);
-        n++;
-        t1 = now();
-    }
-    fig_done(f, n, t1 - t0);
-out:
-    sqlite3_finalize(ins);
-    sqlite3_close(db);
-    unlink(path);
-    snprintf(side, sizeof side, "%s-wal", path);
-    unlink(side);
-    snprintf(side, sizeof side, "%s-shm", path);
-    unlink(side);
-}
-
-/* ---- tally ----------------------------------------------------------------- */
 
 static int rm_one(const char *p, const struct stat *st, int flag,
                   struct FTW *ftw)
@@ -638,128 +365,482 @@ static void rec_fill(tally_record_in *in, uint8_t *payload)
     in->payload_len = PAYLOAD;
 }
 
-/* One thread appending for secs under the given policy. */
-static void bench_append1(const cfg *cf, tally_sync_policy sync,
-                          const char *name, double secs, fig *f,
-                          fig *close_fig)
+/* ---- the rate cases, run in interleaved rounds ------------------------------
+ *
+ * The machine is shared and its disk's speed drifts (other work, writeback,
+ * the host). Each case therefore runs in several short slices, one case
+ * after another, round after round, so a drift hits every case alike and
+ * the ratios between them stay fair. A case keeps its state (file, database,
+ * open journal) across its slices. */
+
+typedef struct scase scase;
+
+/* Leader/follower group commit state (the group commit limit). */
+typedef struct group {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_barrier_t gate;
+    uint8_t *buf[2];
+    size_t len;          /* bytes pending in buf[cur] */
+    int cur;
+    uint64_t next_seq;   /* last seq handed out */
+    uint64_t durable;    /* last seq known durable */
+    int syncing, failed;
+    off_t off;
+    uint8_t frame[FRAME_LEN];
+    scase *sc;
+} group;
+
+enum { K_CPU, K_NONE, K_PREALLOC, K_GROW, K_ZERO, K_GROUP, K_SQLITE,
+       K_ALWAYS, K_BATCH };
+
+struct scase {
+    int kind;
+    const char *label;
+    fig *f;
+    double slice; /* seconds per round */
+    int ready, failed;
+    uint64_t n;
+    double secs;
+    /* state, by kind */
+    char path[PATH_MAX];
+    int fd;
+    off_t off, size;
+    chain *ch;
+    uint8_t *buf;
+    uint64_t seq;
+    sqlite3 *db;
+    sqlite3_stmt *ins;
+    tally *t;
+    group *g;
+    const cfg *cf;
+    pthread_t *tid;
+    atomic_int stop;
+    atomic_int err;
+    atomic_uint_fast64_t acked;
+};
+
+static int sc_fail(scase *s, int err, const char *what, const char *detail)
 {
-    char dir[PATH_MAX];
-    tally *t = NULL;
+    fig_fail(s->f, err, what, detail);
+    s->failed = 1;
+    return err ? err : -1;
+}
+
+static int disk_setup(const cfg *cf, scase *s)
+{
+    static const char *names[] = { [K_PREALLOC] = "disk-prealloc",
+                                   [K_GROW] = "disk-grow",
+                                   [K_ZERO] = "disk-zero",
+                                   [K_GROUP] = "disk-group" };
+    path_in(s->path, sizeof s->path, cf, names[s->kind]);
+    s->fd = open(s->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (s->fd < 0)
+        return sc_fail(s, -errno, "open", s->path);
+    s->size = 64ll << 20;
+    if (s->kind == K_PREALLOC || s->kind == K_GROUP) {
+        int rc = posix_fallocate(s->fd, 0, s->size);
+        if (rc != 0)
+            return sc_fail(s, -rc, "fallocate", s->path);
+    } else if (s->kind == K_ZERO) {
+        static const uint8_t zero[1 << 16];
+        for (off_t o = 0; o < s->size; o += (off_t)sizeof zero)
+            if (pwrite(s->fd, zero, sizeof zero, o) != (ssize_t)sizeof zero)
+                return sc_fail(s, -errno, "zero-fill", s->path);
+    } else {
+        s->size = INT64_MAX; /* K_GROW: the file only grows */
+    }
+    if (fsync(s->fd) != 0)
+        return sc_fail(s, -errno, "fsync", s->path);
+    return 0;
+}
+
+/* write()+fdatasync() of one 352-byte frame per record. */
+static int disk_slice(const cfg *cf, scase *s)
+{
+    uint8_t frame[FRAME_LEN];
+    uint64_t n = 0;
+
+    memcpy(frame, cf->payload, sizeof cf->payload);
+    memset(frame + PAYLOAD, 0x5a, FRAME_LEN - PAYLOAD);
+    double t0 = now(), t1 = t0, end = t0 + s->slice;
+    while (t1 < end && !interrupted) {
+        if (s->off + (off_t)FRAME_LEN > s->size)
+            s->off = 0; /* stay inside the prepared extent */
+        if (pwrite(s->fd, frame, FRAME_LEN, s->off) != (ssize_t)FRAME_LEN ||
+            fdatasync(s->fd) != 0)
+            return sc_fail(s, -errno, "write/fdatasync", s->path);
+        s->off += FRAME_LEN;
+        n++;
+        t1 = now();
+    }
+    s->n += n;
+    s->secs += t1 - t0;
+    return 0;
+}
+
+static void *group_thread(void *arg)
+{
+    group *g = arg;
+    scase *s = g->sc;
+    uint64_t acked = 0;
+
+    pthread_barrier_wait(&g->gate);
+    while (!atomic_load(&s->stop)) {
+        pthread_mutex_lock(&g->mu);
+        uint64_t seq = ++g->next_seq;
+        memcpy(g->buf[g->cur] + g->len, g->frame, FRAME_LEN);
+        g->len += FRAME_LEN;
+        while (g->durable < seq && !g->failed) {
+            if (g->syncing) {
+                pthread_cond_wait(&g->cv, &g->mu);
+                continue;
+            }
+            /* Leader: take the pending buffer, let others fill the other. */
+            uint8_t *mine = g->buf[g->cur];
+            size_t len = g->len;
+            uint64_t upto = g->next_seq;
+            g->cur ^= 1;
+            g->len = 0;
+            g->syncing = 1;
+            if (g->off + (off_t)len > s->size)
+                g->off = 0;
+            off_t off = g->off;
+            g->off += (off_t)len;
+            pthread_mutex_unlock(&g->mu);
+            int bad = pwrite(s->fd, mine, len, off) != (ssize_t)len ||
+                      fdatasync(s->fd) != 0;
+            pthread_mutex_lock(&g->mu);
+            g->syncing = 0;
+            if (bad)
+                g->failed = 1;
+            else
+                g->durable = upto;
+            pthread_cond_broadcast(&g->cv);
+        }
+        int failed = g->failed;
+        pthread_mutex_unlock(&g->mu);
+        if (failed)
+            break;
+        acked++;
+    }
+    atomic_fetch_add(&s->acked, acked);
+    return NULL;
+}
+
+static int group_setup(const cfg *cf, scase *s)
+{
+    int rc = disk_setup(cf, s);
+    if (rc < 0)
+        return rc;
+    size_t cap = (size_t)cf->threads * FRAME_LEN; /* one pending each */
+    s->g = calloc(1, sizeof *s->g);
+    if (!s->g || !(s->g->buf[0] = malloc(cap)) ||
+        !(s->g->buf[1] = malloc(cap)))
+        return sc_fail(s, -ENOMEM, "group commit", NULL);
+    s->g->sc = s;
+    memcpy(s->g->frame, cf->payload, sizeof cf->payload);
+    pthread_mutex_init(&s->g->mu, NULL);
+    pthread_cond_init(&s->g->cv, NULL);
+    return 0;
+}
+
+/* Runs cf->threads threads of fn for one slice; the count they leave in
+ * s->acked is the slice's. */
+static int threads_slice(const cfg *cf, scase *s, pthread_barrier_t *gate,
+                         void *(*fn)(void *), void *arg)
+{
+    int started = 0;
+
+    atomic_store(&s->stop, 0);
+    atomic_store(&s->acked, 0);
+    pthread_barrier_init(gate, NULL, (unsigned)cf->threads + 1);
+    for (; started < cf->threads; started++)
+        if (pthread_create(&s->tid[started], NULL, fn, arg) != 0)
+            break;
+    if (started < cf->threads) {
+        /* The gate would never open; the started threads wait on it for
+         * good, so stop the whole run here. */
+        fprintf(stderr, "bench-journal: pthread_create failed after %d "
+                        "threads\n", started);
+        exit(1);
+    }
+    pthread_barrier_wait(gate);
+    double t0 = now();
+    while (now() < t0 + s->slice && !interrupted && !atomic_load(&s->err))
+        usleep(5000);
+    atomic_store(&s->stop, 1);
+    for (int i = 0; i < started; i++)
+        pthread_join(s->tid[i], NULL);
+    s->secs += now() - t0;
+    s->n += atomic_load(&s->acked);
+    pthread_barrier_destroy(gate);
+    return 0;
+}
+
+static int group_slice(const cfg *cf, scase *s)
+{
+    threads_slice(cf, s, &s->g->gate, group_thread, s->g);
+    if (s->g->failed)
+        return sc_fail(s, -EIO, "group commit", "write/fdatasync failed");
+    return 0;
+}
+
+static int sqlite_setup(const cfg *cf, scase *s)
+{
+    sqlite3_stmt *q = NULL;
+    int wal = 0;
+
+    path_in(s->path, sizeof s->path, cf, "peer.sqlite");
+    if (sqlite3_open(s->path, &s->db) != SQLITE_OK ||
+        sqlite3_exec(s->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE rec(id INTEGER PRIMARY KEY, v BLOB);",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "INSERT INTO rec(v) VALUES (?1)", -1,
+                           &s->ins, NULL) != SQLITE_OK)
+        return sc_fail(s, -EIO, "sqlite",
+                       s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    /* journal_mode=WAL answers with the mode it got: make sure it is WAL. */
+    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode", -1, &q, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        wal = strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0;
+    sqlite3_finalize(q);
+    if (!wal)
+        return sc_fail(s, -EIO, "sqlite", "WAL mode refused");
+    return 0;
+}
+
+static int sqlite_slice(const cfg *cf, scase *s)
+{
+    uint8_t row[PAYLOAD];
+    uint64_t n = 0;
+
+    memcpy(row, cf->payload, PAYLOAD);
+    double t0 = now(), t1 = t0, end = t0 + s->slice;
+    while (t1 < end && !interrupted) {
+        put_le64(row, s->seq++);
+        if (sqlite3_bind_blob(s->ins, 1, row, PAYLOAD, SQLITE_STATIC) !=
+                SQLITE_OK ||
+            sqlite3_step(s->ins) != SQLITE_DONE)
+            return sc_fail(s, -EIO, "sqlite insert", sqlite3_errmsg(s->db));
+        sqlite3_reset(s->ins);
+        n++;
+        t1 = now();
+    }
+    s->n += n;
+    s->secs += t1 - t0;
+    return 0;
+}
+
+static int cpu_setup(const cfg *cf, scase *s)
+{
+    s->buf = malloc(1u << 20); /* like tally's NONE buffer: 1 MiB */
+    s->ch = sodium_malloc(sizeof *s->ch);
+    if (!s->buf || !s->ch)
+        return sc_fail(s, -ENOMEM, "cpu limit", NULL);
+    chain_init(s->ch, cf->key);
+    return 0;
+}
+
+static int cpu_slice(const cfg *cf, scase *s)
+{
+    uint8_t env[ENV_LEN];
+    uint64_t n = 0;
+
+    double t0 = now(), t1 = t0, end = t0 + s->slice;
+    while (t1 < end && !interrupted) {
+        for (int i = 0; i < 256; i++) {
+            s->seq++;
+            if (s->off + FRAME_LEN > (1u << 20))
+                s->off = 0;
+            make_env(env, cf->payload, s->seq);
+            chain_seal(s->ch, s->seq, env, s->buf + s->off);
+            s->off += FRAME_LEN;
+        }
+        n += 256;
+        t1 = now();
+    }
+    s->n += n;
+    s->secs += t1 - t0;
+    return 0;
+}
+
+static int tally_setup(const cfg *cf, scase *s)
+{
+    static const char *names[] = { [K_NONE] = "none",
+                                   [K_ALWAYS] = "always",
+                                   [K_BATCH] = "batch" };
+    tally_sync_policy sync = s->kind == K_NONE     ? TALLY_SYNC_NONE
+                             : s->kind == K_ALWAYS ? TALLY_SYNC_ALWAYS
+                                                   : TALLY_SYNC_BATCH;
+    path_in(s->path, sizeof s->path, cf, names[s->kind]);
+    int rc = journal_create(cf, s->path, sync, &s->t, s->f);
+    if (rc < 0)
+        s->failed = 1;
+    return rc;
+}
+
+/* One thread appending; NONE looks at the clock every 256 appends, ALWAYS
+ * (~100 us or more each) every time. */
+static int append_slice(const cfg *cf, scase *s)
+{
     tally_record_in in;
     uint8_t payload[PAYLOAD];
+    unsigned every = s->kind == K_NONE ? 256 : 1;
     uint64_t n = 0;
     int rc;
 
-    path_in(dir, sizeof dir, cf, name);
-    if (journal_create(cf, dir, sync, &t, f) < 0)
-        goto out;
     memcpy(payload, cf->payload, PAYLOAD);
     rec_fill(&in, payload);
-    /* NONE is checked against the clock every 256 appends, the others each
-     * time (they take ~100 us or more). */
-    unsigned every = sync == TALLY_SYNC_NONE ? 256 : 1;
-    double t0 = now(), t1 = t0, end = t0 + secs;
+    double t0 = now(), t1 = t0, end = t0 + s->slice;
     while (t1 < end && !interrupted) {
         for (unsigned i = 0; i < every; i++) {
-            put_le64(payload, n);
-            if ((rc = tally_append(t, &in, NULL)) < 0) {
-                fig_fail(f, rc, "tally_append", tally_errmsg(t));
-                goto out;
-            }
+            put_le64(payload, s->seq++);
+            if ((rc = tally_append(s->t, &in, NULL)) < 0)
+                return sc_fail(s, rc, "tally_append", tally_errmsg(s->t));
             n++;
         }
         t1 = now();
     }
-    fig_done(f, n, t1 - t0);
-    if (close_fig) {
-        double c0 = now();
-        rc = tally_close(t);
-        t = NULL;
-        if (rc < 0)
-            fig_fail(close_fig, rc, "tally_close", NULL);
-        else
-            fig_done(close_fig, 1, now() - c0);
-    }
-out:
-    if (t && (rc = tally_close(t)) < 0 && !f->err)
-        fig_fail(f, rc, "tally_close", NULL);
-    rm_rf(dir);
+    s->n += n;
+    s->secs += t1 - t0;
+    return 0;
 }
-
-typedef struct batch_ctx {
-    tally *t;
-    const cfg *cf;
-    pthread_barrier_t gate;
-    atomic_int stop;
-    atomic_int err;
-    atomic_uint_fast64_t acked;
-} batch_ctx;
 
 static void *batch_thread(void *arg)
 {
-    batch_ctx *b = arg;
+    scase *s = arg;
     tally_record_in in;
     uint8_t payload[PAYLOAD];
     uint64_t acked = 0;
 
-    memcpy(payload, b->cf->payload, PAYLOAD);
+    memcpy(payload, s->cf->payload, PAYLOAD);
     rec_fill(&in, payload);
-    pthread_barrier_wait(&b->gate);
-    while (!atomic_load(&b->stop)) {
+    pthread_barrier_wait(&s->g->gate);
+    while (!atomic_load(&s->stop)) {
         put_le64(payload, acked);
-        int rc = tally_append(b->t, &in, NULL);
+        int rc = tally_append(s->t, &in, NULL);
         if (rc < 0) {
-            atomic_store(&b->err, rc);
+            atomic_store(&s->err, rc);
             break;
         }
         acked++;
     }
-    atomic_fetch_add(&b->acked, acked);
+    atomic_fetch_add(&s->acked, acked);
     return NULL;
 }
 
-static void bench_batch(const cfg *cf, fig *f)
+static int batch_setup(const cfg *cf, scase *s)
 {
-    char dir[PATH_MAX];
-    batch_ctx *b = calloc(1, sizeof *b);
-    pthread_t *tid = calloc((size_t)cf->threads, sizeof *tid);
-    int started = 0, rc;
+    s->g = calloc(1, sizeof *s->g); /* only its gate is used */
+    if (!s->g)
+        return sc_fail(s, -ENOMEM, "batch", NULL);
+    return tally_setup(cf, s);
+}
 
-    path_in(dir, sizeof dir, cf, "batch");
-    if (!b || !tid) {
-        fig_fail(f, -ENOMEM, "batch", NULL);
-        goto out;
+static int batch_slice(const cfg *cf, scase *s)
+{
+    threads_slice(cf, s, &s->g->gate, batch_thread, s);
+    int rc = atomic_load(&s->err);
+    if (rc < 0)
+        return sc_fail(s, rc, "tally_append (batch)", tally_errmsg(s->t));
+    return 0;
+}
+
+static int sc_setup(const cfg *cf, scase *s)
+{
+    s->cf = cf;
+    s->fd = -1;
+    s->tid = calloc((size_t)cf->threads, sizeof *s->tid);
+    if (!s->tid)
+        return sc_fail(s, -ENOMEM, "setup", NULL);
+    switch (s->kind) {
+    case K_CPU: return cpu_setup(cf, s);
+    case K_NONE: case K_ALWAYS: return tally_setup(cf, s);
+    case K_BATCH: return batch_setup(cf, s);
+    case K_GROUP: return group_setup(cf, s);
+    case K_SQLITE: return sqlite_setup(cf, s);
+    default: return disk_setup(cf, s);
     }
-    b->cf = cf;
-    if (journal_create(cf, dir, TALLY_SYNC_BATCH, &b->t, f) < 0)
-        goto out;
-    pthread_barrier_init(&b->gate, NULL, (unsigned)cf->threads + 1);
-    for (; started < cf->threads; started++)
-        if (pthread_create(&tid[started], NULL, batch_thread, b) != 0)
-            break;
-    if (started < cf->threads) {
-        fig_fail(f, -EAGAIN, "pthread_create", NULL);
-        return; /* see bench_group */
+}
+
+static int sc_slice(const cfg *cf, scase *s)
+{
+    switch (s->kind) {
+    case K_CPU: return cpu_slice(cf, s);
+    case K_NONE: case K_ALWAYS: return append_slice(cf, s);
+    case K_BATCH: return batch_slice(cf, s);
+    case K_GROUP: return group_slice(cf, s);
+    case K_SQLITE: return sqlite_slice(cf, s);
+    default: return disk_slice(cf, s);
     }
-    pthread_barrier_wait(&b->gate);
-    double t0 = now();
-    while (now() < t0 + cf->sync_secs && !interrupted && !atomic_load(&b->err))
-        usleep(10000);
-    atomic_store(&b->stop, 1);
-    for (int i = 0; i < started; i++)
-        pthread_join(tid[i], NULL);
-    double t1 = now();
-    pthread_barrier_destroy(&b->gate);
-    if ((rc = atomic_load(&b->err)) < 0)
-        fig_fail(f, rc, "tally_append (batch)", tally_errmsg(b->t));
-    else
-        fig_done(f, atomic_load(&b->acked), t1 - t0);
-out:
-    if (b && b->t && (rc = tally_close(b->t)) < 0 && !f->err)
-        fig_fail(f, rc, "tally_close", NULL);
-    rm_rf(dir);
-    free(b);
-    free(tid);
+}
+
+/* Frees what the case holds; close_fig (may be NULL) gets the time
+ * tally_close took. */
+static void sc_teardown(scase *s, fig *close_fig)
+{
+    char side[PATH_MAX + 8];
+
+    if (s->t) {
+        double c0 = now();
+        int rc = tally_close(s->t);
+        if (rc < 0 && !s->failed)
+            sc_fail(s, rc, "tally_close", NULL);
+        else if (close_fig)
+            fig_done(close_fig, 1, now() - c0);
+        rm_rf(s->path);
+    }
+    if (s->db || s->ins) {
+        sqlite3_finalize(s->ins);
+        sqlite3_close(s->db);
+        unlink(s->path);
+        snprintf(side, sizeof side, "%s-wal", s->path);
+        unlink(side);
+        snprintf(side, sizeof side, "%s-shm", s->path);
+        unlink(side);
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+        unlink(s->path);
+    }
+    if (s->g) {
+        if (s->kind == K_GROUP) {
+            pthread_cond_destroy(&s->g->cv);
+            pthread_mutex_destroy(&s->g->mu);
+        }
+        free(s->g->buf[0]);
+        free(s->g->buf[1]);
+        free(s->g);
+    }
+    free(s->buf);
+    sodium_free(s->ch);
+    free(s->tid);
+    if (!s->failed)
+        fig_done(s->f, s->n, s->secs);
+}
+
+/* Sets every case up, runs `rounds` rounds of one slice each, tears down. */
+static void run_rounds(const cfg *cf, scase *cs, size_t n, int rounds,
+                       fig *close_fig)
+{
+    for (size_t i = 0; i < n && !interrupted; i++) {
+        fprintf(stderr, "bench: set up %s\n", cs[i].label);
+        if (sc_setup(cf, &cs[i]) == 0)
+            cs[i].ready = 1;
+    }
+    for (int r = 0; r < rounds && !interrupted; r++)
+        for (size_t i = 0; i < n && !interrupted; i++) {
+            if (!cs[i].ready || cs[i].failed)
+                continue;
+            fprintf(stderr, "bench: round %d/%d: %s\n", r + 1, rounds,
+                    cs[i].label);
+            (void)sc_slice(cf, &cs[i]);
+        }
+    for (size_t i = 0; i < n; i++)
+        sc_teardown(&cs[i], cs[i].kind == K_NONE ? close_fig : NULL);
 }
 
 /* Fills dir with about mb MiB of records (sync NONE, then closed). */
@@ -867,7 +948,7 @@ static void child_read(const cfg *cf, const char *dir, int keyed,
 }
 
 /* Reads dir in a forked child; returns its ru_maxrss in KiB, or -1. */
-static long read_in_child(const cfg *cf, const char *dir, int keyed,
+static long fork_reader(const cfg *cf, const char *dir, int keyed,
                           child_out *o)
 {
     int p[2];
@@ -903,6 +984,105 @@ static long read_in_child(const cfg *cf, const char *dir, int keyed,
         return -1;
     }
     return ru.ru_maxrss;
+}
+
+/* The reading children are forked from a small process forked at start,
+ * before any case has grown this one (cached thread stacks, buffers): their
+ * ru_maxrss is then what reading costs, not what the benchmark left behind.
+ * It serves one request at a time over two pipes. */
+typedef struct read_req {
+    int keyed;
+    char dir[1200];
+} read_req;
+
+typedef struct read_resp {
+    child_out o;
+    long maxrss;
+} read_resp;
+
+static int io_full(int fd, void *buf, size_t n, int writing)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t k = writing ? write(fd, p, n) : read(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int forker_start(cfg *cf)
+{
+    int req[2], resp[2];
+
+    if (pipe(req) != 0)
+        return -errno;
+    if (pipe(resp) != 0) {
+        close(req[0]);
+        close(req[1]);
+        return -errno;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        read_req q;
+        read_resp a;
+        close(req[1]);
+        close(resp[0]);
+        while (io_full(req[0], &q, sizeof q, 0) == 0) {
+            memset(&a, 0, sizeof a);
+            q.dir[sizeof q.dir - 1] = '\0';
+            a.maxrss = fork_reader(cf, q.dir, q.keyed, &a.o);
+            if (io_full(resp[1], &a, sizeof a, 1) != 0)
+                break;
+        }
+        _exit(0);
+    }
+    close(req[0]);
+    close(resp[1]);
+    cf->fk_pid = pid;
+    cf->fk_req = req[1];
+    cf->fk_resp = resp[0];
+    return 0;
+}
+
+static void forker_stop(cfg *cf)
+{
+    if (cf->fk_pid <= 0)
+        return;
+    close(cf->fk_req);
+    close(cf->fk_resp);
+    while (waitpid(cf->fk_pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    cf->fk_pid = 0;
+}
+
+/* Reads dir in a child of the forker; returns its ru_maxrss in KiB, or -1
+ * (then o->rc says why). */
+static long read_in_child(const cfg *cf, const char *dir, int keyed,
+                          child_out *o)
+{
+    read_req q;
+    read_resp a;
+
+    memset(o, 0, sizeof *o);
+    memset(&q, 0, sizeof q);
+    q.keyed = keyed;
+    snprintf(q.dir, sizeof q.dir, "%s", dir);
+    if (cf->fk_pid <= 0 || io_full(cf->fk_req, &q, sizeof q, 1) != 0 ||
+        io_full(cf->fk_resp, &a, sizeof a, 0) != 0) {
+        o->rc = -EPIPE;
+        snprintf(o->msg, sizeof o->msg, "the reader forker is gone");
+        return -1;
+    }
+    *o = a.o;
+    return a.maxrss;
 }
 
 static void bench_read(const cfg *cf, results *r)
@@ -1002,6 +1182,19 @@ static void mount_of(const char *path, char *dev, size_t ndev, char *mnt,
     fclose(fp);
 }
 
+static void loadavg(char *out, size_t n)
+{
+    FILE *fp = fopen("/proc/loadavg", "r");
+    double a = -1, b = -1, c = -1;
+
+    if (fp) {
+        if (fscanf(fp, "%lf %lf %lf", &a, &b, &c) != 3)
+            a = b = c = -1;
+        fclose(fp);
+    }
+    snprintf(out, n, "%.2f %.2f %.2f", a, b, c);
+}
+
 static int print_machine(const cfg *cf)
 {
     char line[512], model[256] = "?", dev[1024], mnt[1100];
@@ -1037,6 +1230,9 @@ static int print_machine(const cfg *cf)
            sodium_version_string(),
            crypto_aead_aes256gcm_is_available() ? "hardware" : "UNAVAILABLE",
            sqlite3_libversion(), TALLY_VERSION_STRING);
+    loadavg(line, sizeof line);
+    printf("- load average at start: %s (the machine may be shared: "
+           "cases run in interleaved rounds)\n", line);
     printf("- record: %u-byte payload = %u-byte frame on disk (FORMAT.md "
            "§4.2); %s run; %d appending threads for BATCH\n",
            PAYLOAD, FRAME_LEN, cf->quick ? "quick" : "full", cf->threads);
@@ -1149,6 +1345,8 @@ static int print_table(const cfg *cf, const results *r)
         &r->disk, NULL, &r->sqlite, NULL, 0);
     row("disk, growing file (reference)", &r->disk_grow, &r->disk,
         &r->sqlite, NULL, 0);
+    row("disk, zero-filled file, overwritten (reference)", &r->disk_zero,
+        &r->disk, &r->sqlite, NULL, 0);
     char gname[128];
     snprintf(gname, sizeof gname,
              "group commit limit: leader/follower, %d threads, no crypto",
@@ -1195,7 +1393,8 @@ static int print_table(const cfg *cf, const results *r)
     printf("\nLimits are ratios' denominators: NONE → CPU limit, ALWAYS → "
            "disk limit, BATCH → group commit limit, replay → replay limit, "
            "verify → verify limit. Replay and verify read a %.0f MB journal "
-           "just written (page cache warm), each in a forked child;",
+           "just written (page cache warm), each in a child forked from a "
+           "helper process started before any case;",
            r->big_mb_real);
     printf(" the child's RSS when it starts reading is %.1f MB.",
            r->rss_base / 1024.0);
@@ -1205,7 +1404,7 @@ static int print_table(const cfg *cf, const results *r)
     printf("\n");
 
     const fig *all[] = { &r->cpu,    &r->replay_lim, &r->verify_lim,
-                         &r->disk,   &r->disk_grow,  &r->group,
+                         &r->disk,   &r->disk_grow,  &r->disk_zero, &r->group,
                          &r->sqlite, &r->none,       &r->none_close,
                          &r->always, &r->batch,      &r->replay,
                          &r->verify };
@@ -1293,9 +1492,8 @@ int main(int argc, char **argv)
     cf.big_mb = big_mb > 0 ? (uint64_t)big_mb : cf.quick ? 256 : 1024;
     if (cf.big_mb < cf.small_mb)
         cf.small_mb = cf.big_mb;
-    cf.cpu_secs = cf.quick ? 0.3 : 1.5;
-    cf.sync_secs = cf.quick ? 0.7 : 2.5;
-    cf.none_secs = cf.quick ? 0.5 : 2.0;
+    cf.cpu_secs = cf.quick ? 0.4 : 2.0;
+    cf.sync_secs = cf.quick ? 0.6 : 2.4;
 
     if (sodium_init() < 0) {
         fprintf(stderr, "bench-journal: sodium_init failed\n");
@@ -1331,7 +1529,7 @@ int main(int argc, char **argv)
     randombytes_buf(cf.payload, sizeof cf.payload);
 
     fig *figs[] = { &r.cpu,    &r.replay_lim, &r.verify_lim, &r.disk,
-                    &r.disk_grow, &r.group,   &r.sqlite,     &r.none,
+                    &r.disk_grow, &r.disk_zero, &r.group, &r.sqlite, &r.none,
                     &r.none_close, &r.always, &r.batch,      &r.replay,
                     &r.verify };
     for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++)
@@ -1340,36 +1538,64 @@ int main(int argc, char **argv)
     r.rss_verify_small = r.rss_verify_big = -1;
 
     double t0 = now();
+    if (forker_start(&cf) < 0)
+        fprintf(stderr, "bench-journal: fork failed; no RSS figures\n");
     print_machine(&cf);
     fflush(stdout);
 
-#define STEP(bit, label, call)                                  \
-    do {                                                        \
-        if ((cf.cases & (bit)) && !interrupted) {               \
-            fprintf(stderr, "bench: %s\n", label);              \
-            call;                                               \
-        }                                                       \
+    scase cpu[2], sync[7];
+    size_t ncpu = 0, nsync = 0;
+    double cpu_slice = cf.quick ? cf.cpu_secs : cf.cpu_secs / 4;
+    double sync_slice = cf.quick ? cf.sync_secs : cf.sync_secs / 3;
+    int cpu_rounds = cf.quick ? 1 : 4, sync_rounds = cf.quick ? 1 : 3;
+#define ADD(list, cnt, bit, k, lab, fg, sl)                             \
+    do {                                                                \
+        if (cf.cases & (bit)) {                                         \
+            memset(&list[cnt], 0, sizeof list[cnt]);                    \
+            list[cnt].kind = (k);                                       \
+            list[cnt].label = (lab);                                    \
+            list[cnt].f = (fg);                                         \
+            list[cnt].slice = (sl);                                     \
+            cnt++;                                                      \
+        }                                                               \
     } while (0)
+    ADD(cpu, ncpu, C_LIMITS, K_CPU, "CPU limit", &r.cpu, cpu_slice);
+    ADD(cpu, ncpu, C_NONE, K_NONE, "tally NONE", &r.none, cpu_slice);
+    ADD(sync, nsync, C_DISK, K_PREALLOC, "disk limit (preallocated)",
+        &r.disk, sync_slice);
+    ADD(sync, nsync, C_DISK, K_GROW, "disk, growing file", &r.disk_grow,
+        sync_slice);
+    ADD(sync, nsync, C_DISK, K_ZERO, "disk, zero-filled file",
+        &r.disk_zero, sync_slice);
+    ADD(sync, nsync, C_DISK, K_GROUP, "group commit limit", &r.group,
+        sync_slice);
+    ADD(sync, nsync, C_SQLITE, K_SQLITE, "SQLite WAL FULL", &r.sqlite,
+        sync_slice);
+    ADD(sync, nsync, C_ALWAYS, K_ALWAYS, "tally ALWAYS", &r.always,
+        sync_slice);
+    ADD(sync, nsync, C_BATCH, K_BATCH, "tally BATCH", &r.batch, sync_slice);
+#undef ADD
 
-    STEP(C_LIMITS, "CPU limit", bench_cpu_limit(&cf, &r));
-    STEP(C_LIMITS, "replay and verify limits", bench_read_limits(&cf, &r));
-    STEP(C_DISK, "disk limit (preallocated)", bench_disk(&cf, &r.disk, 1));
-    STEP(C_DISK, "disk, growing file", bench_disk(&cf, &r.disk_grow, 0));
-    STEP(C_DISK, "group commit limit", bench_group(&cf, &r.group));
-    STEP(C_SQLITE, "SQLite WAL FULL", bench_sqlite(&cf, &r.sqlite));
-    STEP(C_NONE, "tally NONE",
-         bench_append1(&cf, TALLY_SYNC_NONE, "none", cf.none_secs, &r.none,
-                       &r.none_close));
-    STEP(C_ALWAYS, "tally ALWAYS",
-         bench_append1(&cf, TALLY_SYNC_ALWAYS, "always", cf.sync_secs,
-                       &r.always, NULL));
-    STEP(C_BATCH, "tally BATCH", bench_batch(&cf, &r.batch));
-    STEP(C_READ, "tally replay and verify", bench_read(&cf, &r));
-#undef STEP
+    /* CPU-bound first (NONE's dirty pages are gone with its journal before
+     * the sync cases start), then the read limits, the sync cases, and the
+     * reads of tally. */
+    run_rounds(&cf, cpu, ncpu, cpu_rounds, &r.none_close);
+    if ((cf.cases & C_LIMITS) && !interrupted) {
+        fprintf(stderr, "bench: replay and verify limits\n");
+        bench_read_limits(&cf, &r);
+    }
+    run_rounds(&cf, sync, nsync, sync_rounds, NULL);
+    if ((cf.cases & C_READ) && !interrupted) {
+        fprintf(stderr, "bench: tally replay and verify\n");
+        bench_read(&cf, &r);
+    }
 
     (void)print_table(&cf, &r);
-    printf("\nRun took %.0f s%s.\n", now() - t0,
-           interrupted ? " (interrupted)" : "");
+    char la[64];
+    loadavg(la, sizeof la);
+    printf("\nRun took %.0f s%s; load average at the end: %s.\n",
+           now() - t0, interrupted ? " (interrupted)" : "", la);
+    forker_stop(&cf);
     rm_rf(cf.base);
     sodium_free(cf.key);
     int errors = 0;
