@@ -44,6 +44,11 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv);
 int cmd_cat(const struct cli_cmd *self, int argc, char **argv);
 int cmd_head(const struct cli_cmd *self, int argc, char **argv);
 int cmd_verify(const struct cli_cmd *self, int argc, char **argv);
+#ifdef TALLY_WITH_TALLYD
+/* tallyd verbs (tools/tallyd/cli.c), when nanomsg is there */
+int cmd_send(const struct cli_cmd *self, int argc, char **argv);
+int cmd_follow(const struct cli_cmd *self, int argc, char **argv);
+#endif
 
 /* The footer every help text ends with: the shared exit statuses. */
 extern const char cli_exit_status_help[];

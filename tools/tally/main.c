@@ -4,6 +4,9 @@
  * is one cmd-*.c file; adding one is adding a row here.
  */
 #include "common.h"
+#ifdef TALLY_WITH_TALLYD
+#include "tally-client.h"
+#endif
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +27,10 @@ static const struct cli_cmd commands[] = {
     { "cat",    cmd_cat,    "decrypt and print records", cmd_cat_usage },
     { "head",   cmd_head,   "print the last seq and chain link (no key needed)", cmd_head_usage },
     { "verify", cmd_verify, "check a whole journal, with or without the key", cmd_verify_usage },
+#ifdef TALLY_WITH_TALLYD
+    { "send",   cmd_send,   "append lines of stdin through a running tallyd", tally_client_send_usage },
+    { "follow", cmd_follow, "print what a running tallyd commits, live", tally_client_follow_usage },
+#endif
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
