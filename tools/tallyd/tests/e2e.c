@@ -152,6 +152,18 @@ static void env_done(env *e)
     }
 }
 
+/* Creates the journal with small segments, so that a run crosses many
+ * segment files (the publisher and range readers must follow them). */
+static void init_small_segments(env *e)
+{
+    tally_options o;
+
+    memset(&o, 0, sizeof o);
+    o.master_key = e->mk;
+    o.segment_size = 128 * 1024;
+    REQUIRE(tally_init(e->dir, &o) == 0, "init");
+}
+
 /* Starts tallyd with extra arguments (NULL-terminated). */
 static pid_t start_daemon(env *e, ...)
 {
@@ -544,6 +556,7 @@ static int run_stress(void)
 
     env_init(&e, "stress");
     total = (uint64_t)NPROD * e.per_producer;
+    init_small_segments(&e);
     start_daemon(&e, NULL);
     REQUIRE(wait_ready(e.urls.append_url, 10000) == 0, "daemon not ready");
 
@@ -647,6 +660,22 @@ static int run_stress(void)
         note("subscriber C (late CLI, --from 1): %" PRIu64 " records", n);
     }
     CHECK(count_in_log(&e, " error ") == 0, "errors in the daemon log");
+    {
+        /* the run crossed segment files */
+        char cmd[400];
+        FILE *f;
+        int nseg = 0;
+
+        snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '\\.seg$'", e.dir);
+        f = popen(cmd, "r");
+        if (f) {
+            if (fscanf(f, "%d", &nseg) != 1)
+                nseg = 0;
+            pclose(f);
+        }
+        CHECK(nseg > 3, "only %d segment files", nseg);
+        note("%d segment files", nseg);
+    }
     contents_free(&ct);
     for (unsigned p = 0; p < NPROD; p++)
         free(ps[p].acked);
@@ -668,6 +697,7 @@ static int run_kill9(void)
 
     env_init(&e, "kill9");
     total = (uint64_t)NPROD * e.per_producer;
+    init_small_segments(&e);
     start_daemon(&e, NULL);
     REQUIRE(wait_ready(e.urls.append_url, 10000) == 0, "daemon not ready");
     memset(&sa, 0, sizeof sa);
