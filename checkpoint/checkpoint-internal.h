@@ -120,6 +120,12 @@ extern const size_t cp_anchor_runtime_len;
 int cp_anchor_decode_revert(const uint8_t *data, size_t len, char *out,
                             size_t outsz);
 
+/* ---- target.c ------------------------------------------------------------- */
+
+int cp_target_same(const tally_checkpoint_info *a,
+                   const tally_checkpoint_info *b);
+void cp_target_name(const tally_checkpoint_info *c, char *out, size_t outsz);
+
 /* ---- eth.c: the handle ---------------------------------------------------- */
 
 struct tally_eth {

@@ -4,10 +4,14 @@
  * puts back an old copy of the journal directory is caught (the chain's
  * monotonic counter is ahead of the restored copy).
  *
- * This part is the Ethereum backend: a handle on one or more JSON-RPC
- * endpoints (tally_eth), the JournalAnchor contract (checkpoint/contracts/,
- * creation bytecode built into the library) and its three operations:
- * deploy, anchor, and read the latest anchor back.
+ * Three layers:
+ *   - the Ethereum backend: a handle on one or more JSON-RPC endpoints
+ *     (tally_eth), the JournalAnchor contract (checkpoint/contracts/,
+ *     bytecode built into the library): deploy, anchor, latest, events;
+ *   - anchor targets (the contract, or a development file) and the startup
+ *     freshness verdict of a journal directory against its target;
+ *   - the checkpointer: anchors the head once or from a thread, appends a
+ *     CHECKPOINT record per confirmed anchor, and serves anchored appends.
  *
  * Conventions are the journal's (journal/tally.h): 0 or a count on success,
  * a negative -errno or TALLY_E* code on failure, ret_* never written on
@@ -195,6 +199,198 @@ void tally_eth_address_format(const uint8_t addr[static TALLY_ADDRESS_BYTES],
  * EIP-55 checksum (-EINVAL otherwise). */
 int tally_eth_address_parse(const char *s,
                             uint8_t ret_addr[static TALLY_ADDRESS_BYTES]);
+
+/* ---- anchor targets --------------------------------------------------------
+ *
+ * Where a journal's anchors live: the JournalAnchor contract (through a
+ * tally_eth handle the caller keeps open and closes after the target), or,
+ * for development only, a file outside the journal directory. The file is
+ * NOT rollback-proof on its own: whoever can put back an old journal can
+ * usually put back an old anchor file too. The configuration always comes
+ * from the caller (flags, environment), never from the journal directory.
+ */
+typedef struct tally_anchor_target tally_anchor_target;
+
+#define TALLY_BACKEND_ETH  1u
+#define TALLY_BACKEND_FILE 2u
+
+/* writer: whose anchors to read (NULL: the handle's sender). Submitting
+ * needs the handle to send as that writer. The contract's code is checked
+ * on first use. */
+int tally_anchor_target_eth(tally_anchor_target **ret, tally_eth *eth,
+                            const uint8_t contract[static TALLY_ADDRESS_BYTES],
+                            const uint8_t *writer);
+int tally_anchor_target_file(tally_anchor_target **ret, const char *path);
+void tally_anchor_target_free(tally_anchor_target *t);
+const char *tally_anchor_target_errmsg(const tally_anchor_target *t);
+
+/* What a CHECKPOINT record holds (docs/FORMAT.md §9): one confirmed anchor
+ * and where it was made. For the file backend the chain fields are zero. */
+typedef struct tally_checkpoint_info {
+    uint8_t backend; /* TALLY_BACKEND_* */
+    uint64_t seq;    /* the anchored seq ... */
+    uint8_t head[TALLY_HASH_BYTES]; /* ... and its link */
+    uint64_t chain_id;
+    uint8_t contract[TALLY_ADDRESS_BYTES];
+    uint8_t writer[TALLY_ADDRESS_BYTES];
+    uint64_t block_number;
+    uint8_t block_hash[TALLY_ETH_HASH_BYTES];
+    uint8_t tx_hash[TALLY_ETH_HASH_BYTES];
+    uint64_t anchored_ns; /* wall clock at confirmation */
+} tally_checkpoint_info;
+
+#define TALLY_CHECKPOINT_BYTES 176u
+
+void tally_checkpoint_encode(const tally_checkpoint_info *in,
+                             uint8_t out[static TALLY_CHECKPOINT_BYTES]);
+int tally_checkpoint_decode(const uint8_t *p, size_t len,
+                            tally_checkpoint_info *ret);
+
+/* The target's identity (backend, chain id, contract, writer; seq 0). */
+int tally_anchor_target_describe(tally_anchor_target *t,
+                                 tally_checkpoint_info *ret);
+/* The latest anchor of journal jid (seq 0: none). */
+int tally_anchor_target_latest(tally_anchor_target *t,
+                               const uint8_t jid[static TALLY_ID_BYTES],
+                               tally_anchor *ret);
+/* Anchors (seq, head) and waits for confirmation; *ret is what the
+ * CHECKPOINT record of it holds. */
+int tally_anchor_target_submit(tally_anchor_target *t,
+                               const uint8_t jid[static TALLY_ID_BYTES],
+                               uint64_t seq,
+                               const uint8_t head[static TALLY_HASH_BYTES],
+                               tally_checkpoint_info *ret);
+/* Every Anchored event of jid for the target's writer (eth only;
+ * -EOPNOTSUPP for a file). Returns the count; free(*ret). */
+int tally_anchor_target_events(tally_anchor_target *t,
+                               const uint8_t jid[static TALLY_ID_BYTES],
+                               tally_anchor_event **ret);
+
+/* ---- the freshness verdict ------------------------------------------------- */
+
+typedef enum tally_verdict {
+    TALLY_VERDICT_FRESH = 0,    /* holds the anchored (seq, head), maybe more */
+    TALLY_VERDICT_ROLLED_BACK,  /* local head behind the anchored seq */
+    TALLY_VERDICT_FORKED,       /* local link at the anchored seq differs */
+    TALLY_VERDICT_DELETED,      /* no journal, but anchors for its id */
+    TALLY_VERDICT_STALE_ANCHOR, /* a CHECKPOINT record newer than the target */
+} tally_verdict;
+
+/* "fresh", "rolled_back", "forked", "deleted", "stale_anchor". */
+const char *tally_verdict_name(tally_verdict v);
+
+typedef struct tally_freshness {
+    tally_verdict verdict;
+    uint8_t journal_id[TALLY_ID_BYTES];
+    int journal_present;
+    uint64_t local_seq;                     /* local head */
+    uint8_t local_head[TALLY_HASH_BYTES];
+    uint64_t anchored_seq;                  /* the target's latest (0: none) */
+    uint8_t anchored_head[TALLY_HASH_BYTES];
+    uint64_t anchored_block;
+    int has_local_link;                     /* fresh/forked: the local link */
+    uint8_t local_link_at_anchor[TALLY_HASH_BYTES]; /* at anchored_seq */
+    uint64_t unanchored_tail;               /* fresh: records after it */
+    uint64_t behind;                        /* rolled_back: records missing */
+    uint64_t checkpoints;                   /* CHECKPOINT records seen */
+    int has_checkpoint;                     /* newest one for this target: */
+    tally_checkpoint_info checkpoint;
+    uint64_t checkpoint_record_seq;         /* its own seq in the journal */
+    char message[640];                      /* names both sides */
+} tally_freshness;
+
+/* Compares the journal in dir with its anchor target. journal_id may be
+ * NULL when dir holds a journal; with it, a missing or empty dir can be
+ * judged `deleted` (derive the id with tally_journal_id from key and name).
+ * master_key (may be NULL) also authenticates the CHECKPOINT records read.
+ * Returns 0 for fresh; TALLY_EROLLBACK, TALLY_EFORK, TALLY_EDELETED or
+ * TALLY_ESTALE for the other verdicts; TALLY_ECHAIN when the journal's last
+ * CHECKPOINT names another anchor configuration than the caller's;
+ * TALLY_ENOJOURNAL when there is neither a journal nor an anchor; or
+ * another error. *ret (with its message) is filled in every case. */
+int tally_freshness_check(tally_anchor_target *t, const char *dir,
+                          const uint8_t *journal_id, const uint8_t *master_key,
+                          tally_freshness *ret);
+
+typedef struct tally_checkpoint_report {
+    uint64_t records;        /* CHECKPOINT records in the journal */
+    uint64_t checked;        /* of them, for this target, verified */
+    uint64_t foreign;        /* made through another anchor configuration */
+    uint64_t bad_record_seq; /* on failure: the record's seq */
+    char message[512];
+} tally_checkpoint_report;
+
+/* tally verify's anchor part: every CHECKPOINT record of this target must
+ * name the journal's own link at its seq (else TALLY_EFORK) and match an
+ * Anchored event on the chain: seq, head, block number and hash, tx hash
+ * (else TALLY_ESTALE). *ret is filled in every case. */
+int tally_checkpoint_verify(tally_anchor_target *t, const char *dir,
+                            const uint8_t *master_key,
+                            tally_checkpoint_report *ret);
+
+/* ---- the checkpointer -------------------------------------------------------- */
+
+/* One round on an open journal (dir is its directory): checks freshness,
+ * makes the head durable, anchors it and appends its CHECKPOINT record.
+ * Returns 1 (anchored, *ret filled), 0 (nothing new since the last anchor)
+ * or an error, described in err (may be NULL). */
+int tally_checkpoint_once(tally *t, const char *dir,
+                          tally_anchor_target *target,
+                          tally_checkpoint_info *ret, char *err, size_t errsz);
+
+typedef struct tally_checkpointer tally_checkpointer;
+
+typedef struct tally_checkpointer_options {
+    /* A round every every_ms (0: only when an anchored append asks). */
+    uint32_t every_ms;
+    /* After a failure, retry after backoff_min_ms, doubling up to
+     * backoff_max_ms (0: 500 ms and 30 s). */
+    uint32_t backoff_min_ms;
+    uint32_t backoff_max_ms;
+} tally_checkpointer_options;
+
+/* Starts the background thread. t, dir and target must outlive it; the
+ * target's tally_eth handle is used by this thread only until stop. */
+int tally_checkpointer_start(tally_checkpointer **ret, tally *t,
+                             const char *dir, tally_anchor_target *target,
+                             const tally_checkpointer_options *opt);
+
+/* Asks for a round now (unless it is backing off after a failure). */
+void tally_checkpointer_kick(tally_checkpointer *c);
+
+/* Waits until seq is covered by a confirmed anchor: 0, -ETIMEDOUT, or
+ * -ECANCELED when the checkpointer stops. */
+int tally_checkpointer_wait(tally_checkpointer *c, uint64_t seq,
+                            uint32_t timeout_ms);
+
+/* An anchored append: tally_append, then wait until the record is covered
+ * by a confirmed anchor. Appenders waiting at the same time share one
+ * round (one transaction). *ret_seq is set as soon as the record is
+ * appended, so after -ETIMEDOUT the caller knows which record is in the
+ * journal but not yet anchored. */
+int tally_append_anchored(tally *t, tally_checkpointer *c,
+                          const tally_record_in *rec, uint32_t timeout_ms,
+                          uint64_t *ret_seq);
+
+typedef struct tally_checkpoint_status {
+    uint64_t anchored_seq;   /* last confirmed anchor (0: none yet) */
+    uint64_t anchored_at_ns; /* wall clock of its confirmation */
+    uint64_t head_seq;
+    uint64_t lag_records;    /* records not covered by a confirmed anchor */
+    uint64_t lag_ms;         /* since the last confirmed anchor (or start) */
+    uint64_t rounds, anchors, failures, consecutive_failures;
+    int last_error;          /* of the current failure streak (0: none) */
+    char last_errmsg[512];
+    int has_last;
+    tally_checkpoint_info last; /* the last anchor this checkpointer made */
+} tally_checkpoint_status;
+
+void tally_checkpointer_status(tally_checkpointer *c,
+                               tally_checkpoint_status *ret);
+
+/* Finishes the round in flight (RPC timeouts bound it), stops the thread
+ * and frees it. Returns the error of a failure streak still running, or 0. */
+int tally_checkpointer_stop(tally_checkpointer *c);
 
 #ifdef __cplusplus
 }
