@@ -393,6 +393,8 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
             memcpy(head_link, last_prev, 32);
         }
     }
+    if (!cut_at)
+        (void)ftruncate(wfd, (off_t)size); /* blocks reserved past the end */
     if (cut_at) {
         add_cut(rep, name, size - cut_at, cut_seq);
         if (ftruncate(wfd, (off_t)cut_at) < 0 || fsync(wfd) < 0) {

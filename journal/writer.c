@@ -78,7 +78,7 @@ struct tally {
     bool sealing, seal_joinable;
     pthread_t seal_thr;
     int seal_oldfd;
-    uint64_t seal_upto;
+    uint64_t seal_upto, seal_len;
     struct newseg seal_ns;
     int poison;          /* first write/sync error, 0 if none */
     ti_buf clear_work;
@@ -186,6 +186,14 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
     *what = "header write";
     int rc = w_write(t, fd, ns->hdr, sizeof ns->hdr);
     if (rc == 0) {
+        /* Reserve the segment's blocks up front (the file size does not
+         * change): an fdatasync after an append then has no allocation to
+         * commit. Advisory; trimmed when the segment is sealed or closed. */
+        uint64_t pre = t->meta.segment_size + (64u << 10);
+        if (pre > (1ull << 30))
+            pre = 1ull << 30;
+        (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)pre);
+
         *what = "fsync";
         rc = w_sync(t, fd, false);
     }
@@ -219,8 +227,10 @@ static int start_segment(tally *t)
 /* Seals a full segment (fdatasync, close) and creates the next one's file.
  * Records reach the next file only after this, so a torn segment is never
  * followed by one that holds records (recovery relies on it, §6). */
-static int seal_io(tally *t, int oldfd, const struct newseg *ns, int *ret_fd)
+static int seal_io(tally *t, int oldfd, uint64_t len, const struct newseg *ns,
+                   int *ret_fd)
 {
+    (void)ftruncate(oldfd, (off_t)len); /* frees the unused reservation */
     int rc = w_sync(t, oldfd, true);
     close(oldfd);
     if (rc < 0) {
@@ -255,7 +265,7 @@ static void *seal_main(void *arg)
 {
     tally *t = arg;
     int fd = -1;
-    int rc = seal_io(t, t->seal_oldfd, &t->seal_ns, &fd);
+    int rc = seal_io(t, t->seal_oldfd, t->seal_len, &t->seal_ns, &fd);
     pthread_mutex_lock(&t->mu);
     t->sealing = false;
     seal_done(t, rc, fd, t->seal_upto);
@@ -358,7 +368,7 @@ static int maybe_rollover(tally *t)
             t->written_seq = t->seq;
         }
         int oldfd = t->segfd;
-        uint64_t upto = t->seq;
+        uint64_t upto = t->seq, len = t->seg_bytes;
         struct newseg ns;
         rc = prepare_segment(t, &ns);
         if (rc < 0) {
@@ -369,6 +379,7 @@ static int maybe_rollover(tally *t)
         if (t->sync == TALLY_SYNC_NONE || t->sync == TALLY_SYNC_INTERVAL) {
             t->seal_oldfd = oldfd;
             t->seal_upto = upto;
+            t->seal_len = len;
             t->seal_ns = ns;
             t->sealing = true;
             if (pthread_create(&t->seal_thr, NULL, seal_main, t) == 0) {
@@ -378,7 +389,7 @@ static int maybe_rollover(tally *t)
             t->sealing = false; /* no thread: seal right here */
         }
         int fd = -1;
-        rc = seal_io(t, oldfd, &ns, &fd);
+        rc = seal_io(t, oldfd, len, &ns, &fd);
         seal_done(t, rc, fd, upto);
         if (rc < 0)
             return rc;
@@ -823,6 +834,8 @@ int tally_close(tally *t)
     pthread_mutex_unlock(&t->mu);
     if (t->seal_joinable)
         pthread_join(t->seal_thr, NULL);
+    if (rc == 0 && !empty && t->segfd >= 0)
+        (void)ftruncate(t->segfd, (off_t)t->seg_bytes); /* unused blocks */
     if (rc == 0 && empty && t->segfd >= 0) {
         /* A segment that never got a record is left out, as recovery would
          * remove it at the next open (FORMAT.md §6). */
