@@ -27,9 +27,11 @@ static uint8_t key[TALLY_KEY_BYTES];
 static char *mkdir_tmp(void)
 {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *p = malloc(strlen(base) + 32);
-    assert_non_null(p);
-    sprintf(p, "%s/tally-int-XXXXXX", base);
+    size_t n = strlen(base) + 32;
+    char *p = malloc(n);
+    if (!p)
+        abort();
+    snprintf(p, n, "%s/tally-int-XXXXXX", base);
     assert_non_null(mkdtemp(p));
     strcat(p, "/j");
     return p;
