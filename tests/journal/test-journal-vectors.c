@@ -46,7 +46,22 @@ static uint64_t jnum(const cJSON *o, const char *k)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsNumber(v))
         fail_msg("vector JSON: number field %s missing", k);
+    /* cJSON holds numbers as doubles: exact only below 2^53 */
+    if (v->valuedouble < 0 || v->valuedouble >= 9007199254740992.0)
+        fail_msg("vector JSON: %s is not exact as a double; read it from the bytes", k);
     return (uint64_t)v->valuedouble;
+}
+
+/* ts_ns (about 1.7e18, beyond a double's precision) from the record's
+ * frame_header hex, bytes 16..23 (FORMAT.md §4.2). */
+static uint64_t jts(const cJSON *rec)
+{
+    uint8_t fh[32];
+    assert_int_equal(tu_unhex(fh, sizeof fh, jstr(rec, "frame_header")), 32);
+    uint64_t ts = 0;
+    for (int i = 7; i >= 0; i--)
+        ts = ts << 8 | fh[16 + i];
+    return ts;
 }
 
 /* Hex field into a malloc'd buffer (length in *n). */
@@ -205,8 +220,11 @@ static void check_formulas(const vec *v)
         assert_memory_equal(x, hd + 128, 32);
         jhex32(s, "header_hash", y);
         assert_memory_equal(x, y, 32);
-        jhex32(s, "salt", y);
-        assert_memory_equal(hd + 48, y, 16);
+        size_t saltl;
+        uint8_t *salt = jhex(s, "salt", &saltl);
+        assert_int_equal(saltl, 16);
+        assert_memory_equal(hd + 48, salt, 16);
+        free(salt);
         jhex32(s, "prev_link", y);
         assert_memory_equal(hd + 96, y, 32);
         if (i == 0)
@@ -226,6 +244,7 @@ static void check_formulas(const vec *v)
     uint8_t link[32];
     memcpy(link, gen, 32);
     int cipher = (int)jnum(r, "cipher");
+    int nclear = 0;
     for (int i = 0; i < cJSON_GetArraySize(recs); i++) {
         const cJSON *rec = cJSON_GetArrayItem(recs, i);
         size_t flen;
@@ -299,8 +318,28 @@ static void check_formulas(const vec *v)
             assert_int_equal(ml, envl);
             assert_memory_equal(env, env_json, envl);
         } else {
-            assert_int_equal(fh[4], 2); /* CLEAR */
+            /* CLEAR: body = envelope || tag, the tag sealing the empty
+             * message with AD || envelope */
+            assert_int_equal(fh[4], 2);
+            assert_int_equal(envl + 16, body_len);
             assert_memory_equal(body, env_json, envl);
+            uint8_t *ad2 = malloc(96 + envl);
+            assert_non_null(ad2);
+            memcpy(ad2, aead_ad, 96);
+            memcpy(ad2 + 96, body, envl);
+            if (cipher == 1) {
+                if (!crypto_aead_aes256gcm_is_available())
+                    skip();
+                rc = crypto_aead_aes256gcm_decrypt(env, &ml, NULL, body + envl, 16, ad2,
+                                                   96 + envl, np, sk[segi]);
+            } else {
+                rc = crypto_aead_xchacha20poly1305_ietf_decrypt(env, &ml, NULL, body + envl, 16,
+                                                                ad2, 96 + envl, np, sk[segi]);
+            }
+            free(ad2);
+            assert_int_equal(rc, 0);
+            assert_int_equal(ml, 0);
+            nclear++;
         }
         /* the envelope's payload is the JSON's (uncompressed) */
         uint16_t type = (uint16_t)(env_json[0] | env_json[1] << 8);
@@ -309,6 +348,7 @@ static void check_formulas(const vec *v)
         free(env_json);
         free(f);
     }
+    assert_int_equal(nclear, 1); /* the vectors hold one CHECKPOINT */
     jhex32(cJSON_GetObjectItemCaseSensitive(r, "head"), "link", y);
     assert_memory_equal(link, y, 32);
 }
@@ -336,7 +376,7 @@ static void check_library(const vec *v)
                 fail_msg("%s: record %d: %s: %s", v->dir, i + 1, tally_strerror(rc),
                          tally_iter_errmsg(it));
             assert_int_equal(rd.seq, jnum(rec, "seq"));
-            assert_int_equal(rd.ts_ns, jnum(rec, "ts_ns"));
+            assert_int_equal(rd.ts_ns, jts(rec));
             assert_int_equal(rd.kind, jnum(rec, "kind"));
             assert_int_equal(rd.body_len, jnum(rec, "body_len"));
             assert_string_equal(rd.segment, jstr(rec, "file"));

@@ -150,7 +150,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 32; i++)
         bin[i] = (uint8_t)(i * 37 + 1);
     append(t, 3, NULL, bin, sizeof bin, TS0 + 6);
-    append(t, 0xFEFF, "k", "last", 4, TS0 + 7);
+    append(t, TALLY_TYPE_CHECKPOINT, "anchor", "{\"seq\":6}", 9, TS0 + 7);
+    append(t, 0xFEFF, "k", "last", 4, TS0 + 8);
     if ((rc = tally_close(t)))
         die("close", rc);
     if (extra) {

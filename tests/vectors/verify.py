@@ -282,8 +282,9 @@ def check_envelope(env, vtype, flags, where):
     if rtype < TYPE_RESERVED and vtype != 0:
         raise integrity("application type with nonzero vtype", **where)
     if rtype >= TYPE_RESERVED and vtype == 0:
-        # FORMAT.md 4.2: vtype is "the type itself for a reserved type".
-        raise integrity("reserved type with vtype 0", **where)
+        # FORMAT.md 4.2 defines vtype as "the type itself for a reserved
+        # type": a writer that leaves it 0 violates the format.
+        raise integrity("reserved type with vtype 0 (writer violates 4.2)", **where)
     if raw_len > MAX_PAYLOAD or data_len > MAX_PAYLOAD:
         raise integrity("payload over 16 MiB", **where)
     key = env[ENV_HDR_LEN:ENV_HDR_LEN + key_len]
@@ -480,8 +481,6 @@ class Verifier:
         rec["tag"] = body[-TAG_LEN:]
         rec["envelope"] = env
         rec.update(check_envelope(env, rec["vtype"], rec["flags"], w))
-        if rec["kind"] == KIND_CLEAR and rec["type"] < TYPE_RESERVED:
-            raise integrity("CLEAR record of an application type", **w)
         rec["decrypted"] = True
 
 
