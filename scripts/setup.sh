@@ -12,7 +12,7 @@ APT_PKGS=(
   libsodium-dev zlib1g-dev libcurl4-openssl-dev libcjson-dev
   libnanomsg-dev libcmocka-dev libsecp256k1-dev nettle-dev
   libsqlite3-dev sqlite3
-  curl jq python3 util-linux valgrind
+  curl jq python3 python3-cryptography util-linux valgrind
 )
 # Node.js: the machine may already carry a newer one (with npm bundled) that
 # conflicts with Debian's npm package; install Debian's only when none is there.
