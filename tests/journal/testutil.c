@@ -138,6 +138,15 @@ static int is_seg_name(const char *n)
     return 1;
 }
 
+/* Copies a name known to fit (checked), without snprintf's truncation
+ * warnings at -O0. */
+static void copy_name(char *dst, size_t dstsz, const char *src)
+{
+    size_t n = strlen(src);
+    assert_true(n < dstsz);
+    memcpy(dst, src, n + 1);
+}
+
 static int cmp_name(const void *a, const void *b)
 {
     return strcmp((const char *)a, (const char *)b);
@@ -154,7 +163,7 @@ int tu_list_segs(const char *dir, char names[][32], int max)
         if (!is_seg_name(e->d_name))
             continue;
         assert_true(n < max);
-        snprintf(names[n++], 32, "%s", e->d_name);
+        copy_name(names[n++], 32, e->d_name);
     }
     closedir(d);
     qsort(names, (size_t)n, 32, cmp_name);
@@ -176,8 +185,7 @@ tu_snap *tu_snap_take(const char *dir)
         if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
         assert_true(s->n < TU_MAX_FILES);
-        assert_true(strlen(e->d_name) < sizeof s->name[0]);
-        snprintf(s->name[s->n], sizeof s->name[0], "%s", e->d_name);
+        copy_name(s->name[s->n], sizeof s->name[0], e->d_name);
         s->data[s->n] = tu_read(p, &s->len[s->n]);
         assert_non_null(s->data[s->n]);
         s->n++;
