@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -923,8 +924,21 @@ int tally_init(const char *dir, const tally_options *opt)
     if (segsize < 4096)
         return -EINVAL;
 
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    bool created = mkdir(dir, 0700) == 0;
+    if (!created && errno != EEXIST)
         return -errno;
+    if (created) {
+        /* The new directory's own entry must be durable too. */
+        char *copy = strdup(dir);
+        if (!copy)
+            return -ENOMEM;
+        int pfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        free(copy);
+        if (pfd >= 0) {
+            (void)fsync(pfd);
+            close(pfd);
+        }
+    }
     int dirfd = -1, lockfd = -1;
     rc = open_dir(dir, &dirfd);
     if (rc < 0)
