@@ -402,6 +402,8 @@ static void rec_fill(tally_record_in *in, uint8_t *payload)
 
 typedef struct scase scase;
 
+#define MAX_SLICES 64
+
 /* Leader/follower group commit state (the group commit limit). */
 typedef struct group {
     pthread_mutex_t mu;
@@ -429,6 +431,8 @@ struct scase {
     int ready, failed;
     uint64_t n;
     double secs, cpu_secs;
+    double slices[MAX_SLICES]; /* the rate of each slice */
+    int nslices;
     /* state, by kind */
     char path[PATH_MAX];
     int fd;
@@ -808,6 +812,12 @@ static int sc_slice(const cfg *cf, scase *s)
     }
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* Frees what the case holds; close_fig (may be NULL) gets the time
  * tally_close took. */
 static void sc_teardown(scase *s, fig *close_fig)
@@ -850,8 +860,18 @@ static void sc_teardown(scase *s, fig *close_fig)
     free(s->tid);
     if (!s->failed && s->cpu_secs > 0)
         fig_done_cpu(s->f, s->n, s->secs, s->cpu_secs);
-    else if (!s->failed)
+    else if (!s->failed) {
         fig_done(s->f, s->n, s->secs);
+        if (s->nslices > 1) {
+            /* The spread says how steady the disk was during the run. */
+            qsort(s->slices, (size_t)s->nslices, sizeof s->slices[0],
+                  cmp_double);
+            snprintf(s->f->note, sizeof s->f->note,
+                     "%d slices of %.2f s: median %.0f/s, range %.0f–%.0f/s",
+                     s->nslices, s->slice, s->slices[s->nslices / 2],
+                     s->slices[0], s->slices[s->nslices - 1]);
+        }
+    }
 }
 
 /* Sets every case up, runs `rounds` rounds of one slice each, tears down. */
@@ -863,14 +883,21 @@ static void run_rounds(const cfg *cf, scase *cs, size_t n, int rounds,
         if (sc_setup(cf, &cs[i]) == 0)
             cs[i].ready = 1;
     }
-    for (int r = 0; r < rounds && !interrupted; r++)
-        for (size_t i = 0; i < n && !interrupted; i++) {
-            if (!cs[i].ready || cs[i].failed)
+    /* Each round starts one case further on, so that no case always
+     * follows the same one (BATCH's burst of 64 threads, say). */
+    for (int r = 0; r < rounds && !interrupted; r++) {
+        fprintf(stderr, "bench: round %d/%d\n", r + 1, rounds);
+        for (size_t j = 0; j < n && !interrupted; j++) {
+            scase *c = &cs[(j + (size_t)r) % n];
+            if (!c->ready || c->failed)
                 continue;
-            fprintf(stderr, "bench: round %d/%d: %s\n", r + 1, rounds,
-                    cs[i].label);
-            (void)sc_slice(cf, &cs[i]);
+            uint64_t n0 = c->n;
+            double s0 = c->secs;
+            (void)sc_slice(cf, c);
+            if (!c->failed && c->nslices < MAX_SLICES && c->secs > s0)
+                c->slices[c->nslices++] = (double)(c->n - n0) / (c->secs - s0);
         }
+    }
     for (size_t i = 0; i < n; i++)
         sc_teardown(&cs[i], cs[i].kind == K_NONE ? close_fig : NULL);
 }
@@ -1599,9 +1626,11 @@ int main(int argc, char **argv)
 
     scase cpu[2], sync[7];
     size_t ncpu = 0, nsync = 0;
-    double cpu_slice = cf.quick ? cf.cpu_secs : cf.cpu_secs / 4;
-    double sync_slice = cf.quick ? cf.sync_secs : cf.sync_secs / 3;
-    int cpu_rounds = cf.quick ? 1 : 4, sync_rounds = cf.quick ? 1 : 3;
+    /* Many short slices: the disk's drift comes in bursts of a second or
+     * so, which a few long slices do not average out. */
+    int cpu_rounds = cf.quick ? 2 : 4, sync_rounds = cf.quick ? 3 : 12;
+    double cpu_slice = cf.cpu_secs / cpu_rounds;
+    double sync_slice = cf.sync_secs / sync_rounds;
 #define ADD(list, cnt, bit, k, lab, fg, sl)                             \
     do {                                                                \
         if (cf.cases & (bit)) {                                         \
