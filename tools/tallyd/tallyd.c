@@ -7,8 +7,10 @@
  *   receiver   the REP socket (raw, so that many requests are in flight at
  *              once) and the PULL socket; parses every message, answers
  *              status at once, queues appends and range/epoch requests
- *   committer  group commit: takes every queued append, writes them with one
- *              tally_append_batch (one write, one sync), then acknowledges
+ *   committers group commit (4 threads): each takes every queued append,
+ *              writes them with one tally_append_batch and acknowledges them
+ *              once durable; with several at once the library overlaps one
+ *              group's write with the previous group's sync
  *   publisher  reads committed records back from the files in seq order, up
  *              to the durable seq only, and publishes them (and a tick a
  *              second, so that idle followers learn the head)
@@ -49,6 +51,7 @@
 #define QUEUE_MAX_BYTES   (64u << 20) /* receiver waits beyond this */
 #define COMMIT_MAX_RECS   8192u        /* per group commit */
 #define COMMIT_MAX_BYTES  (32u << 20)
+#define COMMITTERS        4u
 #define TICK_MS           1000u
 #define POLL_MS           100
 #define DRAIN_FLUSH_MS    200u         /* nanomsg has no linger: let sends go */
@@ -84,11 +87,16 @@ typedef struct tallyd {
     int rep, pull, pub;
 
     pthread_mutex_t mu;
-    pthread_cond_t commit_cv; /* commitq non-empty or rx_done */
-    pthread_cond_t space_cv;  /* commitq shrank */
+    pthread_cond_t commit_cv; /* repq/pullq non-empty or rx_done */
+    pthread_cond_t space_cv;  /* repq/pullq shrank */
     pthread_cond_t pub_cv;    /* something committed, or commit_done */
     pthread_cond_t range_cv;  /* rangeq non-empty or rx_done */
-    queue commitq, rangeq;
+    /* Appends wait here for a committer. Several committers call
+     * tally_append_batch at once, so that the library overlaps one group's
+     * write with the previous group's sync; pull batches go to committer 0
+     * alone, which keeps them in the order they arrived (a REQ producer has
+     * one request in flight, so its order holds anyway). */
+    queue repq, pullq, rangeq;
     bool rx_done, commit_done;
     atomic_int stopping;
     atomic_int fatal;
@@ -276,8 +284,8 @@ static const char *sock_name(const tallyd *d, int s)
     return s == d->rep ? "append" : "pull";
 }
 
-/* Takes one message from socket s (ready to read). */
-static void receive_one(tallyd *d, int s)
+/* Takes one message from socket s; 0 when there was none. */
+static int receive_one(tallyd *d, int s)
 {
     struct nn_msghdr h;
     struct nn_iovec iov;
@@ -302,7 +310,7 @@ static void receive_one(tallyd *d, int s)
         if (nn_errno() != EAGAIN && nn_errno() != EINTR)
             LOG_WARN("receive-failed socket=%s err=\"%s\"", sock_name(d, s),
                      nn_strerror(nn_errno()));
-        return;
+        return 0;
     }
     rc = wire_parse_request(body, (size_t)n, &w, &why);
     if (rc == 0 && !is_rep && w.op != WIRE_OP_APPEND) {
@@ -319,12 +327,12 @@ static void receive_one(tallyd *d, int s)
         nn_freemsg(body);
         if (ctl)
             nn_freemsg(ctl);
-        return;
+        return 1;
     }
     if (w.op == WIRE_OP_STATUS) {
         answer_status(d, &ctl);
         nn_freemsg(body);
-        return;
+        return 1;
     }
     r = calloc(1, sizeof *r);
     if (!r) {
@@ -334,7 +342,7 @@ static void receive_one(tallyd *d, int s)
         nn_freemsg(body);
         if (ctl)
             nn_freemsg(ctl);
-        return;
+        return 1;
     }
     r->msg = body;
     r->len = (size_t)n;
@@ -343,15 +351,17 @@ static void receive_one(tallyd *d, int s)
     pthread_mutex_lock(&d->mu);
     if (w.op == WIRE_OP_APPEND) {
         /* backpressure: producers wait in nanomsg's buffers meanwhile */
-        while (d->commitq.bytes > QUEUE_MAX_BYTES && !atomic_load(&d->fatal))
+        while (d->repq.bytes + d->pullq.bytes > QUEUE_MAX_BYTES &&
+               !atomic_load(&d->fatal))
             pthread_cond_wait(&d->space_cv, &d->mu);
-        q_push(&d->commitq, r);
-        pthread_cond_signal(&d->commit_cv);
+        q_push(is_rep ? &d->repq : &d->pullq, r);
+        pthread_cond_broadcast(&d->commit_cv);
     } else {
         q_push(&d->rangeq, r);
         pthread_cond_signal(&d->range_cv);
     }
     pthread_mutex_unlock(&d->mu);
+    return 1;
 }
 
 static void *receiver_main(void *arg)
@@ -373,19 +383,48 @@ static void *receiver_main(void *arg)
             fatal_stop(d);
             break;
         }
+        /* drain what is there before polling again */
         if (pfd[0].revents & NN_POLLIN)
-            receive_one(d, d->rep);
+            while (receive_one(d, d->rep) && !atomic_load(&d->stopping))
+                ;
         if (pfd[1].revents & NN_POLLIN)
-            receive_one(d, d->pull);
+            while (receive_one(d, d->pull) && !atomic_load(&d->stopping))
+                ;
     }
     return NULL;
 }
 
 /* ---- committer ------------------------------------------------------------ */
 
+typedef struct committer {
+    tallyd *d;
+    unsigned idx;
+} committer;
+
+/* Moves queued requests from q to the batch while the group is under its
+ * limits. */
+static void take(queue *q, req ***tail, size_t *n, size_t *nreq,
+                 uint64_t *bytes)
+{
+    while (q->head &&
+           (*n == 0 || (*n + q->head->w.count <= COMMIT_MAX_RECS &&
+                        *bytes + q->head->len <= COMMIT_MAX_BYTES))) {
+        req *r = q_pop(q);
+
+        *n += r->w.count;
+        *bytes += r->len;
+        (*nreq)++;
+        r->next = NULL;
+        **tail = r;
+        *tail = &r->next;
+    }
+}
+
 static void *committer_main(void *arg)
 {
-    tallyd *d = arg;
+    committer *self = arg;
+    tallyd *d = self->d;
+    bool pulls = self->idx == 0;
     tally_record_in *recs = NULL;
     size_t cap = 0;
 
@@ -397,24 +436,16 @@ static void *committer_main(void *arg)
         int rc;
 
         pthread_mutex_lock(&d->mu);
-        while (!d->commitq.head && !d->rx_done)
+        while (!d->repq.head && !(pulls && d->pullq.head) && !d->rx_done)
             pthread_cond_wait(&d->commit_cv, &d->mu);
-        if (!d->commitq.head) {
+        if (!d->repq.head && !(pulls && d->pullq.head)) {
             pthread_mutex_unlock(&d->mu);
             break;
         }
         /* everything queued while the last sync ran: that is the group */
-        while (d->commitq.head &&
-               (n == 0 || (n + d->commitq.head->w.count <= COMMIT_MAX_RECS &&
-                           bytes + d->commitq.head->len <= COMMIT_MAX_BYTES))) {
-            r = q_pop(&d->commitq);
-            n += r->w.count;
-            bytes += r->len;
-            nreq++;
-            *tail = r;
-            tail = &r->next;
-            r->next = NULL;
-        }
+        if (pulls)
+            take(&d->pullq, &tail, &n, &nreq, &bytes);
+        take(&d->repq, &tail, &n, &nreq, &bytes);
         pthread_cond_broadcast(&d->space_cv);
         pthread_mutex_unlock(&d->mu);
 
@@ -1125,7 +1156,8 @@ int main(int argc, char **argv)
     tally_recovery rec;
     tally_head_info h;
     sigset_t sigs;
-    pthread_t rx, cm, pb, rg;
+    pthread_t rx, cm[COMMITTERS], pb, rg;
+    committer cms[COMMITTERS];
     publisher pubst;
     ranger rgst;
     int c, rc, sig, status = 0;
@@ -1303,8 +1335,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    if (pthread_create(&cm, NULL, committer_main, d) ||
-        pthread_create(&pb, NULL, publisher_main, &pubst) ||
+    for (unsigned i = 0; i < COMMITTERS; i++) {
+        cms[i].d = d;
+        cms[i].idx = i;
+        if (pthread_create(&cm[i], NULL, committer_main, &cms[i])) {
+            LOG_ERROR("start-failed msg=\"cannot start threads\"");
+            return 1;
+        }
+    }
+    if (pthread_create(&pb, NULL, publisher_main, &pubst) ||
         pthread_create(&rg, NULL, ranger_main, &rgst) ||
         pthread_create(&rx, NULL, receiver_main, d)) {
         LOG_ERROR("start-failed msg=\"cannot start threads\"");
@@ -1338,7 +1377,8 @@ int main(int argc, char **argv)
     pthread_cond_broadcast(&d->commit_cv);
     pthread_cond_broadcast(&d->range_cv);
     pthread_mutex_unlock(&d->mu);
-    pthread_join(cm, NULL);
+    for (unsigned i = 0; i < COMMITTERS; i++)
+        pthread_join(cm[i], NULL);
     rc = tally_sync(d->t, 0);
     if (rc < 0) {
         LOG_ERROR("sync-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
