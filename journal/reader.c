@@ -78,6 +78,9 @@ void tally_iter_free(tally_iter *it)
     free(it);
 }
 
+static int seek_snapshot(tally_iter *it);
+static int install_segment_key(tally_iter *it);
+
 static int iter_open(tally_iter **ret, const char *dir,
                      const uint8_t *master_key, uint64_t from_seq,
                      unsigned flags, char *err, size_t errlen)
@@ -138,6 +141,19 @@ static int iter_open(tally_iter **ret, const char *dir,
         goto fail;
     }
     ti_walk_init(&it->w, it->meta.jid, it->meta.cipher);
+    if (flags & TALLY_ITER_FROM_SNAPSHOT) {
+        rc = seek_snapshot(it);
+        if (rc < 0) {
+            ti_msg(err, errlen, "%s: cannot search for a snapshot", dir);
+            goto fail;
+        }
+        if (rc == 1) {
+            it->segments++;
+            rc = install_segment_key(it);
+            if (rc < 0)
+                goto fail;
+        }
+    }
     *ret = it;
     return 0;
 fail:
@@ -189,6 +205,132 @@ static int more_files(tally_iter *it)
     it->n = n - first_new;
     it->idx = 0;
     return 1;
+}
+
+static uint64_t name_no(const char *name)
+{
+    uint64_t no = 0;
+    (void)ti_seg_parse_name(name, &no);
+    return no;
+}
+
+/* A listed file vanished. Either it was an empty last segment (removed by
+ * the writer), or the compactor merged it into an earlier file and removed
+ * it (FORMAT.md §11.4): the segments it held now sit in the file named by
+ * the first segment of the merged run. Re-lists the directory and opens the
+ * file that holds segment segment_no + 1, positioned at its header: the
+ * greatest file number <= it, or, while leftovers of an interrupted merge
+ * are being removed, an earlier one. 1: the walker is open on it; 0: no
+ * file holds it, carry on with the listing from there; <0: error. */
+static int reopen_vanished(tally_iter *it)
+{
+    ti_walk *w = &it->w;
+    uint64_t want = w->segment_no + 1;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        char **names;
+        size_t n;
+        int rc = ti_seg_list(it->dirfd, &names, &n);
+        if (rc < 0)
+            return rc;
+        ti_seg_list_free(it->names, it->n);
+        it->names = names;
+        it->n = n;
+        size_t k = 0;
+        while (k < n && name_no(names[k]) <= want)
+            k++;
+        it->idx = k; /* files after the holder */
+        bool vanished = false;
+        for (size_t j = k; j-- > 0;) {
+            uint64_t no = name_no(names[j]);
+            if (no > w->segment_no) {
+                it->idx = j; /* a file not read yet: open it as usual */
+                return 0;
+            }
+            rc = ti_walk_open_file(w, it->dirfd, names[j]);
+            if (rc == -ENOENT) {
+                vanished = true;
+                break;
+            }
+            if (rc < 0)
+                return rc;
+            rc = ti_walk_skip_to_segment(w, want);
+            if (rc < 0)
+                return rc;
+            if (rc == 1) {
+                ti_msg(it->cur, sizeof it->cur, "%s", names[j]);
+                it->cur_no = no;
+                it->idx = k;
+                it->rechecked = false;
+                return 1;
+            }
+            ti_rfile_close(&w->rf);
+            w->file_open = false;
+        }
+        if (!vanished)
+            return 0;
+    }
+    return -EAGAIN;
+}
+
+/* TALLY_ITER_FROM_SNAPSHOT: finds the newest SNAPSHOT record that is not
+ * pruned, scanning the files from the last one back with the structure-only
+ * walk (its vtype is visible, FORMAT.md §4.2), and leaves the walker open on
+ * that file, positioned at the record, with the chain taken from the stored
+ * link before it. The file stays open, so a compactor replacing it meanwhile
+ * changes nothing for this reader. 1 found, 0 none (the walker is reset to
+ * the start of the journal), <0 error. */
+static int seek_snapshot(tally_iter *it)
+{
+    ti_walk *w = &it->w;
+    for (size_t i = it->n; i-- > 0;) {
+        int rc = ti_walk_open_file(w, it->dirfd, it->names[i]);
+        if (rc == -ENOENT)
+            continue; /* merged away: its records are in an earlier file */
+        if (rc < 0)
+            return rc;
+        w->started = false;
+        w->nohash = true;
+        bool found = false;
+        uint64_t off = 0, seq = 0;
+        uint8_t prev[32];
+        ti_seg_hdr seg;
+        for (;;) {
+            int ev = ti_walk_next(w);
+            if (ev < 0)
+                return ev;
+            if (ev != TI_EV_SEGMENT && ev != TI_EV_FRAME)
+                break; /* end, or a torn or bad tail: not searched past */
+            if (ev == TI_EV_FRAME && w->fh.vtype == TALLY_TYPE_SNAPSHOT &&
+                w->fh.kind != TF_KIND_PRUNED) {
+                found = true;
+                off = w->frame_off;
+                seq = w->fh.seq;
+                memcpy(prev, w->prev_link, 32);
+                seg = w->seg;
+            }
+        }
+        w->nohash = false;
+        if (!found)
+            continue;
+        w->pos = off;
+        w->in_segment = true;
+        w->started = true;
+        w->next_seq = seq;
+        memcpy(w->link, prev, 32);
+        w->seg = seg;
+        w->segment_no = seg.segment_no;
+        ti_msg(it->cur, sizeof it->cur, "%s", it->names[i]);
+        it->cur_no = name_no(it->names[i]);
+        it->idx = i + 1;
+        if (it->from_seq < seq)
+            it->from_seq = seq;
+        return 1;
+    }
+    /* None: read from the start. */
+    ti_walk_free(w);
+    ti_walk_init(w, it->meta.jid, it->meta.cipher);
+    it->idx = 0;
+    return 0;
 }
 
 static int install_segment_key(tally_iter *it)
@@ -300,10 +442,19 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             ti_msg(it->cur, sizeof it->cur, "%s", name);
             it->cur_no = no;
             int rc = ti_walk_open_file(w, it->dirfd, name);
-            if (rc == -ENOENT)
-                continue; /* removed since the listing (an empty segment) */
+            if (rc == -ENOENT) {
+                /* Removed since the listing: an empty segment, or merged
+                 * into an earlier file by the compactor. */
+                rc = reopen_vanished(it);
+                if (rc < 0)
+                    return iter_fail(it, rc, 0, w->next_seq,
+                                     "cannot find the file holding the next "
+                                     "segment");
+                continue;
+            }
             if (rc < 0)
                 return iter_fail(it, rc, 0, w->next_seq, "cannot open");
+            it->rechecked = false;
         }
         int ev = ti_walk_next(w);
         switch (ev) {

@@ -620,3 +620,38 @@ int ti_walk_next(ti_walk *w)
     w->pos += flen;
     return TI_EV_FRAME;
 }
+
+int ti_walk_skip_to_segment(ti_walk *w, uint64_t segment_no)
+{
+    uint64_t pos = 0;
+    for (;;) {
+        const uint8_t *p;
+        int r = ti_rfile_get(&w->rf, pos, 8, &p);
+        if (r <= 0)
+            return r;
+        const char *why;
+        if (memcmp(p, TF_SEG_MAGIC, 8) == 0) {
+            r = ti_rfile_get(&w->rf, pos, TF_SEG_HEADER_BYTES, &p);
+            if (r <= 0)
+                return r;
+            ti_seg_hdr h;
+            if (ti_seg_header_parse(p, &h, &why) < 0 ||
+                h.segment_no > segment_no)
+                return 0;
+            if (h.segment_no == segment_no) {
+                w->pos = pos;
+                w->in_segment = false;
+                return 1;
+            }
+            pos += TF_SEG_HEADER_BYTES;
+            continue;
+        }
+        r = ti_rfile_get(&w->rf, pos, TF_FRAME_HEADER_BYTES, &p);
+        if (r <= 0)
+            return r;
+        ti_frame_hdr h;
+        if (ti_frame_header_parse(p, le64_get(p + FOFF(seq)), &h, &why) < 0)
+            return 0;
+        pos += ti_frame_len(&h);
+    }
+}

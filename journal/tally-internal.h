@@ -299,6 +299,24 @@ int ti_walk_open_file(ti_walk *w, int dirfd, const char *name);
 void ti_walk_free(ti_walk *w);
 /* Returns a TI_EV_* (>0) or a negative errno on an I/O error. */
 int ti_walk_next(ti_walk *w);
+/* For a file that holds several segments (merged by the compactor,
+ * FORMAT.md §11): moves w, just opened on it, to the header of segment
+ * segment_no, passing the frames before it by their lengths without
+ * checking them (the caller read those segments from another file). The
+ * next ti_walk_next checks that header against the chain as usual.
+ * 1 positioned, 0 the file does not hold that segment, <0 I/O error. */
+int ti_walk_skip_to_segment(ti_walk *w, uint64_t segment_no);
+
+/* ---- the compactor's view of a writer handle (compact/, FORMAT.md §11) ---- */
+
+/* What the compactor needs from an open writer: a dup of its directory fd
+ * (*ret_dirfd, the caller closes it), the master key (copied into mk, which
+ * the caller allocates with sodium_malloc and frees) and the highest
+ * segment number that is sealed (*ret_sealed: synced and never appended to
+ * again; 0 if none). The active segment, and one being sealed in the
+ * background, are above it. TALLY_EPOISONED on a poisoned handle. */
+int ti_writer_compact_view(tally *t, int *ret_dirfd, uint8_t mk[32],
+                           uint64_t *ret_sealed);
 
 /* ---- recovery (FORMAT.md §6) ---------------------------------------------- */
 

@@ -205,6 +205,13 @@ enum {
     TALLY_ITER_TOLERATE_TAIL = 1u << 0,
     /* Do not decrypt even if a key is given (chain only). */
     TALLY_ITER_NO_DECRYPT = 1u << 1,
+    /* Start at the newest SNAPSHOT record (FORMAT.md §11.6): the files are
+     * scanned from the last one back for it (frame headers only: its type
+     * is visible), and decryption and the chain check start there, from
+     * its stored prev link. Records before it are not read, so startup
+     * costs what happened since the snapshot. No snapshot: from seq 1.
+     * from_seq still applies on top. */
+    TALLY_ITER_FROM_SNAPSHOT = 1u << 2,
 };
 
 /* Opens a reader on dir. master_key may be NULL: then records are checked

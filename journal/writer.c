@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -174,14 +175,17 @@ static int prepare_segment(tally *t, struct newseg *ns)
     return 0;
 }
 
-/* The file of a new segment: header written, file fsynced, directory
- * fsynced (FORMAT.md §6). */
+/* The file of a new segment (FORMAT.md §6): header written, file fsynced,
+ * renamed into place, directory fsynced. Built under a .tmp name so that a
+ * reader never sees a segment file without its whole header. */
 static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
                                const char **what)
 {
+    char tmp[TF_SEG_NAME_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", ns->name);
     *what = "create";
-    int fd = openat(t->dirfd, ns->name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
+    int fd = openat(t->dirfd, tmp,
+                    O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     *what = "header write";
@@ -194,17 +198,24 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
         if (pre > (1ull << 30))
             pre = 1ull << 30;
         (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)pre);
-
         *what = "fsync";
         rc = w_sync(t, fd, false);
     }
     if (rc == 0) {
+        *what = "rename";
+        /* Never replaces a segment file (a sealed one is never rewritten). */
+        if (renameat2(t->dirfd, tmp, t->dirfd, ns->name, RENAME_NOREPLACE) < 0)
+            rc = -errno;
+    }
+    if (rc == 0) {
         *what = "directory fsync";
         rc = w_sync(t, t->dirfd, false);
+        if (rc < 0)
+            (void)unlinkat(t->dirfd, ns->name, 0);
     }
     if (rc < 0) {
         close(fd);
-        (void)unlinkat(t->dirfd, ns->name, 0);
+        (void)unlinkat(t->dirfd, tmp, 0);
         return rc;
     }
     *ret_fd = fd;
@@ -637,6 +648,31 @@ void tally_id(const tally *t, uint8_t ret_id[static TALLY_ID_BYTES])
 const char *tally_errmsg(const tally *t)
 {
     return t ? t->errmsg : "";
+}
+
+/* ---- the compactor's view (compact/, FORMAT.md §11) ------------------------- */
+
+int ti_writer_compact_view(tally *t, int *ret_dirfd, uint8_t mk[32],
+                           uint64_t *ret_sealed)
+{
+    if (!t || !ret_dirfd || !mk || !ret_sealed)
+        return -EINVAL;
+    pthread_mutex_lock(&t->mu);
+    int rc = t->poison ? TALLY_EPOISONED : 0;
+    /* segno is the active segment; while a background seal runs, the one
+     * before it is still being synced. */
+    uint64_t below = t->sealing ? 2 : 1;
+    uint64_t sealed = t->segno > below ? t->segno - below : 0;
+    pthread_mutex_unlock(&t->mu);
+    if (rc < 0)
+        return rc;
+    int fd = fcntl(t->dirfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    memcpy(mk, t->mk, 32);
+    *ret_dirfd = fd;
+    *ret_sealed = sealed;
+    return 0;
 }
 
 /* ---- the interval thread --------------------------------------------------- */
