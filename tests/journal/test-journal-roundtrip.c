@@ -99,11 +99,23 @@ static void make_records(want_rec w[NREC])
     w[7].payload = dup_bytes("", 0); w[7].payload_len = 0;
     /* CHECKPOINT: a CLEAR record (FORMAT.md §4.2), readable without the key
      * and never compressed (COMPRESSED is for SEALED only) */
-    w[8].type = TALLY_TYPE_CHECKPOINT; w[8].key = dup_bytes("anchor", 6); w[8].key_len = 6;
-    w[8].payload_len = 2000;
-    w[8].payload = malloc(2000);
+    w[8].type = TALLY_TYPE_CHECKPOINT;
+    w[8].payload_len = 176; /* FORMAT.md §9.2; filled in at append time */
+    w[8].payload = calloc(1, 176);
     assert_non_null(w[8].payload);
-    memset(w[8].payload, 'x', 2000);
+}
+
+/* A CHECKPOINT payload (§9.2, anchor-file backend) of the current head. */
+static void fill_checkpoint(tally *t, uint8_t p[176])
+{
+    tally_head_info h;
+    assert_int_equal(tally_head(t, &h), 0);
+    memset(p, 0, 176);
+    memcpy(p, "TCKP\x01\x02", 6);
+    for (int i = 0; i < 8; i++)
+        p[8 + i] = (uint8_t)(h.seq >> (8 * i));
+    memcpy(p + 16, h.link, 32);
+    p[168] = 1;
 }
 
 static void free_records(want_rec *w, int n)
@@ -162,8 +174,11 @@ static void roundtrip(void **state)
 
     want_rec w[NREC];
     make_records(w);
-    for (int i = 0; i < NREC; i++)
+    for (int i = 0; i < NREC; i++) {
+        if (w[i].type == TALLY_TYPE_CHECKPOINT)
+            fill_checkpoint(t, w[i].payload);
         assert_int_equal(append_rec(t, &w[i]), (uint64_t)i + 1);
+    }
     tally_head_info head;
     assert_int_equal(tally_sync(t, 0), 0);
     assert_int_equal(tally_head(t, &head), 0);

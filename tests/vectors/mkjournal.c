@@ -150,7 +150,18 @@ int main(int argc, char **argv)
     for (int i = 0; i < 32; i++)
         bin[i] = (uint8_t)(i * 37 + 1);
     append(t, 3, NULL, bin, sizeof bin, TS0 + 6);
-    append(t, TALLY_TYPE_CHECKPOINT, "anchor", "{\"seq\":6}", 9, TS0 + 7);
+    /* a CHECKPOINT of seq 6 as FORMAT.md §9.2 lays it out (anchor file
+     * backend: chain fields zero) */
+    tally_head_info h6;
+    if ((rc = tally_head(t, &h6)))
+        die("head", rc);
+    uint8_t ckp[176] = { 'T', 'C', 'K', 'P', 1, 2 };
+    for (int i = 0; i < 8; i++) {
+        ckp[8 + i] = (uint8_t)(h6.seq >> (8 * i));
+        ckp[168 + i] = (uint8_t)((TS0 + 7) >> (8 * i));
+    }
+    memcpy(ckp + 16, h6.link, 32);
+    append(t, TALLY_TYPE_CHECKPOINT, NULL, ckp, sizeof ckp, TS0 + 7);
     append(t, 0xFEFF, "k", "last", 4, TS0 + 8);
     if ((rc = tally_close(t)))
         die("close", rc);

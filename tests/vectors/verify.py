@@ -11,9 +11,10 @@ ChaCha20-Poly1305, as libsodium defines it.
     verify.py DIR [--key-file F] [--dump OUT.json] [--compare IN.json
                   [--key-from-json]] [--json]
 
-Without a key: the checks of FORMAT.md section 7. With a key: also the KCV,
-the metadata MAC, the epoch key unwrap and every record's AEAD tag and
-envelope. Exit status as the tally CLI: 0 ok, 1 operational, 2 usage,
+Without a key: the checks of FORMAT.md section 7, and the envelope of CLEAR
+records with the CHECKPOINT payload rules of section 9.2 (its head must be the
+local link at its seq, 9.3). With a key: also the KCV, the metadata MAC, the
+epoch key unwrap and every record's AEAD tag and envelope. Exit status as the tally CLI: 0 ok, 1 operational, 2 usage,
 3 integrity (incl. a torn tail), 5 key.
 
 --dump writes a known-answer description of the journal (keys, salts, every
@@ -50,6 +51,8 @@ MAX_RKEY = 1024
 KIND_SEALED, KIND_CLEAR, KIND_PRUNED = 1, 2, 3
 CIPHER_AES, CIPHER_XCHACHA = 1, 2
 TYPE_RESERVED = 0xFF00
+TYPE_CHECKPOINT = 0xFF02
+CHECKPOINT_BYTES = 176
 SEG_NAME = re.compile(r"^[0-9a-f]{16}\.seg$")
 
 
@@ -411,6 +414,8 @@ class Verifier:
                 raise integrity(f"frame: bad flags {flags:#x}", **w)
             if vtype != 0 and vtype < TYPE_RESERVED:
                 raise integrity(f"frame: vtype {vtype:#x} below 0xFF00", **w)
+            if kind == KIND_CLEAR and vtype < TYPE_RESERVED:
+                raise integrity("frame: CLEAR frame of a non-reserved vtype", **w)
             if seq != seq_expect:
                 raise integrity(f"frame: seq {seq}, expected {seq_expect}", **w)
             if res != 0:
@@ -446,11 +451,42 @@ class Verifier:
                    "record_hash": rh, "link": link, "prev_link": self.head_link}
             if self.mk is not None and kind != KIND_PRUNED:
                 self.open_record(rec, seg, fh, body, w)
+            elif kind == KIND_CLEAR:
+                # readable without the key (4.2); its tag needs the key
+                rec.update(check_envelope(body[:-TAG_LEN], vtype, flags, w))
+            if kind == KIND_CLEAR and rec["type"] == TYPE_CHECKPOINT:
+                self.check_checkpoint(rec, w)
             self.records.append(rec)
             self.head_seq = seq
             self.head_link = link
             off = end
         return off
+
+    def check_checkpoint(self, rec, w):
+        """FORMAT.md 9.2: the CHECKPOINT payload, and 9.3: its head is the
+        local link at its seq."""
+        p = rec["payload"]
+        if rec["key"]:
+            raise integrity("CHECKPOINT record with a record key", **w)
+        if len(p) != CHECKPOINT_BYTES or p[:4] != b"TCKP":
+            raise integrity("CHECKPOINT payload: not 176 bytes starting TCKP", **w)
+        version, backend, res, seq = struct.unpack_from("<BBHQ", p, 4)
+        if version != 1:
+            raise integrity(f"CHECKPOINT payload: unknown version {version}", **w)
+        if backend not in (1, 2) or res != 0:
+            raise integrity("CHECKPOINT payload: backend/reserved", **w)
+        if not 1 <= seq < rec["seq"]:
+            raise integrity(f"CHECKPOINT payload: anchored seq {seq} not below "
+                            f"its own seq {rec['seq']}", **w)
+        head = p[16:48]
+        anchored = self.records[seq - self.records[0]["seq"]]["link"] \
+            if self.records and seq >= self.records[0]["seq"] else None
+        if anchored is None or anchored != head:
+            raise integrity(f"CHECKPOINT payload: head is not the link of seq {seq}", **w)
+        chain_id, = struct.unpack_from("<Q", p, 48)
+        block_number, = struct.unpack_from("<Q", p, 96)
+        if backend == 2 and (chain_id or any(p[56:96]) or block_number):
+            raise integrity("CHECKPOINT payload: chain fields set for an anchor file", **w)
 
     @staticmethod
     def is_tail(b, end, _link):
