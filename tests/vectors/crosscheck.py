@@ -9,7 +9,8 @@ compression setting it writes a journal with the C library, reads it back
 with the C iterator (JSON), and checks that verify.py, from FORMAT.md alone,
 accepts it with and without the key and computes the same record hashes,
 links, head, plaintexts and ids. Then it damages the journal at a sample of
-bytes and checks that both verifiers refuse each damaged copy. A
+bytes and checks that both verifiers refuse each damaged copy with the same
+exit status. A
 disagreement means one side violates FORMAT.md; the message says which
 value differs.
 """
@@ -102,7 +103,9 @@ def main():
                         py = py_verify(dd, key)
                         c = c_verify(helper, dd, kfile)
                         checked += 1
-                        if py == 0 or c == 0:
+                        # both must refuse, with the same exit status
+                        # (3 integrity, 5 key: the CLI's classes)
+                        if py == 0 or c == 0 or py != c:
                             failures.append(
                                 f"{tag}: byte {pos} of {name} flipped "
                                 f"({'keyed' if key else 'keyless'}): verify.py exit {py}, "
