@@ -167,6 +167,51 @@ static int later_record(ti_walk *w)
     return 0;
 }
 
+/* The same evidence when the bad frame's own header (its magic, its
+ * body_len, ...) is what was damaged, so the next frame cannot be found by
+ * body_len: a frame with the next seq anywhere further on in the file that
+ * is whole and whose link verifies from the 32 bytes before it (the bad
+ * frame's stored link). A torn tail holds no such frame. */
+#define SCAN_MAX (256u << 20)
+static int later_record_scan(int fd, uint64_t bad_off, uint64_t size,
+                             uint64_t bad_seq)
+{
+    if (size <= bad_off + 64)
+        return 0;
+    if (size - bad_off > SCAN_MAX)
+        return 1; /* far more than a writer ever leaves unsynced */
+    size_t n = (size_t)(size - bad_off);
+    uint8_t *b = malloc(n);
+    if (!b)
+        return -ENOMEM;
+    ssize_t got = ti_pread_full(fd, b, n, bad_off);
+    int found = 0;
+    if (got < 0) {
+        found = (int)got;
+        goto out;
+    }
+    n = (size_t)got;
+    for (size_t q = 64; q + TF_FRAME_OVERHEAD <= n && !found; q++) {
+        const uint8_t *hit = memmem(b + q, n - q, TF_FRAME_MAGIC, 4);
+        if (!hit)
+            break;
+        q = (size_t)(hit - b);
+        ti_frame_hdr h;
+        const char *why;
+        uint8_t rh[32], l[32];
+        if (q + TF_FRAME_HEADER_BYTES > n ||
+            ti_frame_header_parse(b + q, bad_seq + 1, &h, &why) < 0 ||
+            q + ti_frame_len(&h) > n ||
+            ti_frame_record_hash(b + q, &h, rh, &why) < 0)
+            continue;
+        ti_link(l, b + q - 32, rh);
+        found = memcmp(l, b + q + ti_frame_len(&h) - 32, 32) == 0;
+    }
+out:
+    free(b);
+    return found;
+}
+
 /* Authenticates one whole frame with the key of its segment. 1 valid, 0 the
  * tag fails, <0 error (a forgotten epoch counts as valid: nothing to check). */
 static int frame_authentic(int fd, const ti_meta *m, const uint8_t *mk,
@@ -352,20 +397,20 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
                        ": %s", name, w.frame_off, w.next_seq, w.why);
                 goto out;
             }
-            if (!w.header_bad) {
-                int lr = later_record(&w);
-                if (lr < 0) {
-                    rc = lr;
-                    goto out;
-                }
-                if (lr) {
-                    rc = TALLY_EINTEGRITY;
-                    ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
-                           ": %s (a whole record follows: damage, not a "
-                           "torn tail)", name, w.frame_off, w.fh.seq, w.why);
-                    goto out;
-                }
-            }
+        }
+        int lr = ev == TI_EV_BAD && !w.header_bad ? later_record(&w) : 0;
+        if (lr == 0)
+            lr = later_record_scan(wfd, w.frame_off, size, w.next_seq);
+        if (lr < 0) {
+            rc = lr;
+            goto out;
+        }
+        if (lr) {
+            rc = TALLY_EINTEGRITY;
+            ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
+                   ": %s (a whole record follows: damage, not a torn tail)",
+                   name, w.frame_off, w.next_seq, w.why);
+            goto out;
         }
         cut_at = w.frame_off;
         cut_seq = w.next_seq;
