@@ -110,6 +110,20 @@ def main():
                                 f"{tag}: byte {pos} of {name} flipped "
                                 f"({'keyed' if key else 'keyless'}): verify.py exit {py}, "
                                 f"C tally_verify exit {c}")
+            # a torn tail: both report it as an integrity failure (FORMAT.md 6)
+            last = files[-1]
+            size = os.path.getsize(os.path.join(d, last))
+            for cut in (1, 33, size // 2):
+                shutil.rmtree(dd, ignore_errors=True)
+                shutil.copytree(d, dd)
+                os.truncate(os.path.join(dd, last), size - cut)
+                for key, kfile in ((mk, kf), (None, None)):
+                    py = py_verify(dd, key)
+                    c = c_verify(helper, dd, kfile)
+                    checked += 1
+                    if py != 3 or c != 3:
+                        failures.append(f"{tag}: {last} cut by {cut} bytes: verify.py exit "
+                                        f"{py}, C tally_verify exit {c} (3 expected)")
             print(f"crosscheck {tag}: {len(want['records'])} records, "
                   f"{checked} damaged copies checked by both verifiers")
     finally:
