@@ -129,5 +129,5 @@ int main(void)
         cmocka_unit_test(bitflip_aes),
         cmocka_unit_test(bitflip_xchacha),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, tu_cleanup);
 }

@@ -414,5 +414,5 @@ int main(void)
         cmocka_unit_test(bad_options),
         cmocka_unit_test(key_files),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, tu_cleanup);
 }

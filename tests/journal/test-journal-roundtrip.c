@@ -620,5 +620,5 @@ int main(void)
         cmocka_unit_test(iter_from_seq),
         cmocka_unit_test(identity),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, tu_cleanup);
 }

@@ -236,5 +236,5 @@ int main(void)
         cmocka_unit_test(threads_batch),
         cmocka_unit_test(threads_batch_api),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, tu_cleanup);
 }

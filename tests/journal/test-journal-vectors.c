@@ -453,5 +453,5 @@ int main(int argc, char **argv)
         cmocka_unit_test_prestate(vectors, aes),
         cmocka_unit_test_prestate(vectors, xc),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, tu_cleanup);
 }

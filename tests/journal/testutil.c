@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The directories made by tu_mkdtemp and not yet removed (tests only). */
+static char *made[64];
+
 char *tu_mkdtemp(const char *tag)
 {
     const char *base = getenv("TMPDIR");
@@ -26,6 +29,11 @@ char *tu_mkdtemp(const char *tag)
         fail_msg("mkdtemp %s: %s", buf, strerror(errno));
     char *s = strdup(buf);
     assert_non_null(s);
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+        if (!made[i]) {
+            made[i] = strdup(buf);
+            break;
+        }
     return s;
 }
 
@@ -42,6 +50,24 @@ void tu_rmrf(const char *dir)
     if (!dir)
         return;
     (void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+        if (made[i] && !strcmp(made[i], dir)) {
+            free(made[i]);
+            made[i] = NULL;
+        }
+}
+
+int tu_cleanup(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+        if (made[i]) {
+            char *d = made[i];
+            (void)nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+            made[i] = NULL;
+            free(d);
+        }
+    return 0;
 }
 
 void tu_path(char *out, size_t outsz, const char *dir, const char *name)

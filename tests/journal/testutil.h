@@ -22,6 +22,9 @@
 char *tu_mkdtemp(const char *tag);
 /* Removes a directory tree (no-op if dir is NULL). */
 void tu_rmrf(const char *dir);
+/* Group teardown: removes every tu_mkdtemp directory still there, so a
+ * failed test (cmocka leaves it by longjmp) leaves nothing behind. */
+int tu_cleanup(void **state);
 /* dir "/" name into a static-free buffer of PATH_MAX. */
 void tu_path(char *out, size_t outsz, const char *dir, const char *name);
 
