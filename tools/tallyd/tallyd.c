@@ -54,7 +54,7 @@
 #define COMMITTERS        4u
 #define TICK_MS           1000u
 #define POLL_MS           100
-#define DRAIN_FLUSH_MS    200u         /* nanomsg has no linger: let sends go */
+#define DRAIN_FLUSH_MS    500u         /* nanomsg has no linger: let sends go */
 
 typedef struct req {
     struct req *next;

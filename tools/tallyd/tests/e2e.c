@@ -804,7 +804,8 @@ static void raw_push_to(const char *url, const void *msg, size_t len,
     rc = nn_send(s, msg, len, 0);
     CHECK((rc >= 0) == want_sent, "push: %d %s", rc,
           nn_strerror(nn_errno()));
-    msleep(50);
+    /* nn_close drops what is not sent yet: give a big message time */
+    msleep(50 + (unsigned)(len / 10000));
     nn_close(s);
 }
 
@@ -932,7 +933,9 @@ static int run_garbage(void)
 
         raw_push(e.urls.pull_url, m, 4);
     }
-    msleep(500);
+    for (int k = 0; k < 100 && count_in_log(&e, "bad-message socket=pull") < 6;
+         k++)
+        msleep(100);
     CHECK(count_in_log(&e, "bad-message socket=pull") >= 6,
           "pull log lines: %d", count_in_log(&e, "bad-message socket=pull"));
 
@@ -1006,9 +1009,14 @@ static int run_sigterm(void)
 
         while (f && fgets(line, sizeof line, f)) {
             char *h = strstr(line, " stopped head=");
+            char *pub = strstr(line, " published=");
 
             if (h)
                 stopped_head = strtoull(h + 14, NULL, 10);
+            /* everything committed was published before the exit */
+            if (h && pub)
+                CHECK(strtoull(pub + 11, NULL, 10) == stopped_head,
+                      "published %s", pub);
         }
         if (f)
             fclose(f);
