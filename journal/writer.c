@@ -28,6 +28,7 @@
 
 #define NONE_BUFFER (1u << 20)     /* NONE: bytes buffered before a write */
 #define INTERVAL_CAP (8u << 20)    /* INTERVAL: write early past this */
+#define NONE_CAP (8u << 20)        /* NONE: the appender writes past this */
 #define COMPRESS_MIN 64u           /* smaller payloads are not worth trying */
 #define SEAL_CAP (64u << 20)       /* buffered while a background seal runs */
 
@@ -58,7 +59,7 @@ struct tally {
     pthread_cond_t cv;   /* a flush ended, or the segment changed */
     pthread_cond_t tick; /* wakes the interval thread (monotonic clock) */
     pthread_t thr;
-    bool thr_started, stopping;
+    bool thr_started, stopping, kick;
 
     /* the current segment */
     int segfd;
@@ -523,8 +524,16 @@ static int after_append(tally *t, uint64_t seq)
         return 0;
     case TALLY_SYNC_NONE:
     default:
-        if (t->cur.len >= (t->sealing ? SEAL_CAP : NONE_BUFFER))
+        if (t->cur.len < NONE_BUFFER)
+            return 0;
+        /* Past the cap the appender writes (or waits) itself. */
+        if (t->cur.len >= (t->sealing ? SEAL_CAP : NONE_CAP) ||
+            !t->thr_started)
             return flush_locked(t, false);
+        if (!t->flushing && !t->sealing && !t->kick) {
+            t->kick = true;
+            pthread_cond_signal(&t->tick);
+        }
         return 0;
     }
 }
@@ -699,6 +708,25 @@ static void *interval_main(void *arg)
     return NULL;
 }
 
+/* NONE: writes a full buffer when an appender kicks it, so that the copy
+ * into the page cache runs beside the appenders instead of in their way. */
+static void *writer_main(void *arg)
+{
+    tally *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stopping) {
+        while (!t->stopping && !t->kick)
+            pthread_cond_wait(&t->tick, &t->mu);
+        t->kick = false;
+        if (t->stopping)
+            break;
+        if (!t->poison && t->cur.len)
+            (void)flush_locked(t, false); /* an error poisons the handle */
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
 /* ---- open, close, init ------------------------------------------------------ */
 
 static void free_handle(tally *t)
@@ -830,12 +858,16 @@ int tally_open(tally **ret, const char *dir, const tally_options *opt,
         rc = -ENOMEM;
         goto fail;
     }
-    if (t->sync == TALLY_SYNC_INTERVAL) {
-        if (pthread_create(&t->thr, NULL, interval_main, t) != 0) {
+    if (t->sync == TALLY_SYNC_INTERVAL || t->sync == TALLY_SYNC_NONE) {
+        if (pthread_create(&t->thr, NULL,
+                           t->sync == TALLY_SYNC_NONE ? writer_main
+                                                      : interval_main,
+                           t) == 0)
+            t->thr_started = true;
+        else if (t->sync == TALLY_SYNC_INTERVAL) {
             rc = -EAGAIN;
             goto fail;
-        }
-        t->thr_started = true;
+        } /* NONE without its thread: appenders write the buffer themselves */
     }
     t->errmsg[0] = 0;
     if (ret_recovery)
