@@ -9,7 +9,7 @@
  * input is idle both need to know whether more input is ready without
  * blocking, which a FILE cannot tell.
  */
-#include "common.h"
+#include "anchor-opts.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -19,10 +19,16 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The help text, with the anchor options, is longer than the 4095 bytes C99
+ * promises for a string literal; gcc and clang take any length. */
+#pragma GCC diagnostic ignored "-Woverlength-strings"
+
 const char cmd_append_usage[] =
     "Usage: tally append DIR --key-file FILE [--type T] [--key K]\n"
     "                    [--sync always|batch|interval|none] [--interval-ms N]\n"
     "                    [--whole] [--ack]\n"
+    "                    [anchor options [--anchored] [--anchor-timeout S]\n"
+    "                    [--checkpoint-every SECONDS]]\n"
     "\n"
     "Appends records read from stdin to the journal in DIR: each line is one\n"
     "record (its newline removed; an empty line is an empty record; a last\n"
@@ -34,6 +40,12 @@ const char cmd_append_usage[] =
     "  tally append: recovered: cut N bytes from SEGMENT, records from seq S\n"
     "  lost (never synced)\n"
     "Only one writer may hold a journal: a second one fails (exit 1).\n"
+    "\n"
+    "With anchor options the journal must be fresh against its anchor target\n"
+    "(see 'tally status'); any other verdict is refused with exit 4 before\n"
+    "anything is appended. --anchored and --checkpoint-every run the\n"
+    "checkpointer in this process (a 'tally checkpoint' running beside it\n"
+    "cannot: it would need the writer lock that tally append holds).\n"
     "\n"
     "Options:\n"
     "  --key-file FILE   master key; default $TALLY_KEY_FILE. Required.\n"
@@ -64,13 +76,29 @@ const char cmd_append_usage[] =
     "                    Every acknowledged record survives a crash. Lines\n"
     "                    are written whole (no seq is ever split across two\n"
     "                    writes, even if tally is killed).\n"
+    "  --anchored        each record is acknowledged (and the next input read)\n"
+    "                    only once it is covered by a confirmed anchor; the\n"
+    "                    records waiting together share one anchor transaction\n"
+    "  --anchor-timeout S  how long --anchored waits for an anchor (default\n"
+    "                    120 s); then tally append fails (exit 1) naming the\n"
+    "                    seq that is appended but not anchored\n"
+    "  --checkpoint-every SECONDS\n"
+    "                    anchor the head every SECONDS from a thread while\n"
+    "                    appending; each round is reported on stderr\n"
+    "                    (\"tally append: checkpoint: ...\", with the anchor lag).\n"
+    "                    A dead or failing node never blocks appends: it is\n"
+    "                    retried with backoff and anchoring resumes when it is\n"
+    "                    back. Records after the last round stay unanchored\n"
+    "                    until the next one (or 'tally checkpoint').\n"
+    ANCHOR_OPTS_SHORT_HELP
     "  -h, --help        show this help and exit\n"
     "\n"
     "Without --ack nothing is printed on stdout; every record is synced\n"
     "before tally append exits 0.\n"
     "\n"
     "Environment:\n"
-    "  TALLY_KEY_FILE  key file used when --key-file is not given\n";
+    "  TALLY_KEY_FILE  key file used when --key-file is not given\n"
+    ANCHOR_ENV_HELP;
 
 /* Lines gathered into one tally_append_batch call at most. */
 #define BATCH_MAX 1024
@@ -94,7 +122,33 @@ struct appender {
     size_t rkey_len;
     uint64_t appended; /* last seq appended (0: none yet) */
     uint64_t acked;    /* last seq printed */
+    tally_checkpointer *cp;  /* --anchored / --checkpoint-every, else NULL */
+    int anchored;            /* --anchored: ack only what an anchor covers */
+    uint32_t anchor_timeout_ms;
 };
+
+/* --anchored: waits until seq is covered by a confirmed anchor. */
+static int wait_anchored(struct appender *a, uint64_t seq)
+{
+    tally_checkpoint_status s;
+    char why[640];
+    int rc;
+
+    if (!a->anchored)
+        return EXIT_OK;
+    rc = tally_checkpointer_wait(a->cp, seq, a->anchor_timeout_ms);
+    if (rc == 0)
+        return EXIT_OK;
+    tally_checkpointer_status(a->cp, &s);
+    snprintf(why, sizeof why, "seq %llu is appended but not anchored "
+             "(%s%s%.*s)", (unsigned long long)seq, tally_strerror(rc),
+             s.last_errmsg[0] != '\0' ? "; last anchoring error: " : "",
+             (int)strnlen(s.last_errmsg, sizeof s.last_errmsg), s.last_errmsg);
+    cli_error(a->self, "waiting for an anchor of", a->dir, why);
+    return s.last_error != 0 && tally_exit_code(s.last_error) != EXIT_OK
+               ? tally_exit_code(s.last_error)
+               : EXIT_OPERATIONAL;
+}
 
 /* Reads what stdin has (blocking until something or EOF). The buffer grows
  * only while one line does not fit, up to one maximal payload. */
@@ -234,10 +288,21 @@ static int append_records(struct appender *a, const tally_record_in *recs,
         /* One sync per record, as the policy says: each is acknowledged
          * before the next one is written. */
         for (i = 0; i < n; i++) {
-            rc = tally_append(a->t, &recs[i], &seq);
-            if (rc < 0)
-                return fail(a, "appending to journal", rc);
-            a->appended = seq;
+            if (a->anchored) {
+                seq = 0;
+                rc = tally_append_anchored(a->t, a->cp, &recs[i],
+                                           a->anchor_timeout_ms, &seq);
+                if (rc < 0 && seq == 0)
+                    return fail(a, "appending to journal", rc);
+                a->appended = seq;
+                if (rc < 0 && (rc = wait_anchored(a, seq)) != EXIT_OK)
+                    return rc;
+            } else {
+                rc = tally_append(a->t, &recs[i], &seq);
+                if (rc < 0)
+                    return fail(a, "appending to journal", rc);
+                a->appended = seq;
+            }
             rc = ack_upto(a, seq);
             if (rc != EXIT_OK)
                 return rc;
@@ -248,6 +313,12 @@ static int append_records(struct appender *a, const tally_record_in *recs,
     if (rc < 0)
         return fail(a, "appending to journal", rc);
     a->appended = seq + n - 1;
+    if (a->anchored) {
+        /* One wait for the batch: a round anchors the head, which covers
+         * all of it (and a round syncs before it anchors). */
+        rc = wait_anchored(a, a->appended);
+        return rc != EXIT_OK ? rc : ack_upto(a, a->appended);
+    }
     if (a->policy == TALLY_SYNC_BATCH)
         return ack_upto(a, a->appended); /* durable on return */
     if (a->policy == TALLY_SYNC_INTERVAL)
@@ -360,7 +431,8 @@ static int run_whole(struct appender *a, struct reader *r)
 }
 
 enum { OPT_KEY_FILE = 256, OPT_TYPE, OPT_KEY, OPT_SYNC, OPT_INTERVAL,
-       OPT_WHOLE, OPT_ACK };
+       OPT_WHOLE, OPT_ACK, OPT_ANCHORED, OPT_ANCHOR_TIMEOUT,
+       OPT_CHECKPOINT_EVERY };
 
 int cmd_append(const struct cli_cmd *self, int argc, char **argv)
 {
@@ -372,7 +444,11 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         { "interval-ms", required_argument, NULL, OPT_INTERVAL },
         { "whole", no_argument, NULL, OPT_WHOLE },
         { "ack", no_argument, NULL, OPT_ACK },
+        { "anchored", no_argument, NULL, OPT_ANCHORED },
+        { "anchor-timeout", required_argument, NULL, OPT_ANCHOR_TIMEOUT },
+        { "checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY },
         { "help", no_argument, NULL, 'h' },
+        ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     struct appender a;
@@ -383,9 +459,16 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     tally_record_in *recs = NULL;
     const char *key_file = NULL, *key_path;
     uint8_t *key = NULL;
-    uint64_t v;
-    int c, rc, whole = 0, have_interval = 0, status;
+    struct anchor_opts ao;
+    struct anchor anc = { NULL, NULL };
+    struct anchor_reporter *reporter = NULL;
+    tally_checkpointer_options copt;
+    tally_freshness fr;
+    uint8_t jid[TALLY_ID_BYTES];
+    uint64_t v, every = 0;
+    int c, rc, whole = 0, have_interval = 0, have_timeout = 0, status;
 
+    anchor_opts_init(&ao);
     memset(&a, 0, sizeof a);
     memset(&r, 0, sizeof r);
     memset(&opt, 0, sizeof opt);
@@ -394,6 +477,7 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     a.policy = TALLY_SYNC_BATCH;
     a.interval_ms = 100;
     a.rkey = "";
+    a.anchor_timeout_ms = 120000;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_KEY_FILE:
@@ -437,10 +521,30 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         case OPT_ACK:
             a.ack = 1;
             break;
+        case OPT_ANCHORED:
+            a.anchored = 1;
+            break;
+        case OPT_ANCHOR_TIMEOUT:
+            if (cli_parse_u64(optarg, &v) < 0 || v == 0 || v > 86400)
+                return cli_usage_error(self, "--anchor-timeout must be 1-86400 "
+                                       "seconds");
+            a.anchor_timeout_ms = (uint32_t)(v * 1000);
+            have_timeout = 1;
+            break;
+        case OPT_CHECKPOINT_EVERY:
+            if (cli_parse_u64(optarg, &every) < 0 || every == 0 ||
+                every > 86400)
+                return cli_usage_error(self, "--checkpoint-every must be "
+                                       "1-86400 seconds");
+            break;
         case 'h':
             return cli_help(self);
         default:
-            return cli_usage_error(self, NULL);
+            rc = anchor_opt(self, &ao, c, optarg);
+            if (rc == ANCHOR_OPT_NONE)
+                return cli_usage_error(self, NULL);
+            if (rc != EXIT_OK)
+                return rc;
         }
     }
     if (argc - optind != 1)
@@ -449,10 +553,25 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         return cli_usage_error(self, "--interval-ms applies only to "
                                "--sync interval");
     a.dir = argv[optind];
+    if (have_timeout && !a.anchored)
+        return cli_usage_error(self, "--anchor-timeout applies only to "
+                               "--anchored");
     key_path = cli_key_path(key_file);
     if (key_path == NULL)
         return cli_usage_error(self, "a key is needed: --key-file FILE or "
                                "TALLY_KEY_FILE");
+    rc = anchor_opts_finish(self, &ao, ANCHOR_NEED_CONTRACT | ANCHOR_NEED_SENDER);
+    if (rc == EXIT_OK && (a.anchored || every > 0) &&
+        !anchor_opts_configured(&ao))
+        rc = cli_usage_error(self, "--anchored and --checkpoint-every need an "
+                             "anchor target: --rpc URL (or TALLY_RPC_URL) or "
+                             "--anchor-file PATH");
+    if (rc == EXIT_OK && anchor_opts_configured(&ao))
+        rc = anchor_open(self, &ao, 0, &anc);
+    if (rc != EXIT_OK) {
+        anchor_opts_free(&ao);
+        return rc;
+    }
 
     /* A reader of the acknowledgements that goes away must not kill us
      * between a write and its sync: report it as an error instead. */
@@ -468,15 +587,33 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     rc = cli_key_load(self, key_path, &key);
     if (rc != EXIT_OK) {
         free(recs);
+        anchor_close(&anc);
+        anchor_opts_free(&ao);
         return rc;
     }
     opt.master_key = key;
     opt.sync = a.policy;
     opt.sync_interval_ms = a.interval_ms;
     rc = tally_open(&a.t, a.dir, &opt, &rec);
+    if (rc == 0 && anc.target != NULL) {
+        /* Judged under the writer lock, before anything is appended; the
+         * key authenticates the CHECKPOINT records read. */
+        tally_id(a.t, jid);
+        rc = anchor_check(self, &anc, a.dir, jid, key, &fr);
+        if (rc < 0) {
+            (void)tally_close(a.t);
+            cli_key_free(key);
+            free(recs);
+            anchor_close(&anc);
+            anchor_opts_free(&ao);
+            return tally_exit_code(rc);
+        }
+    }
     cli_key_free(key); /* the handle keeps its own copy */
     if (rc < 0) {
         free(recs);
+        anchor_close(&anc);
+        anchor_opts_free(&ao);
         if (rc == -EBUSY) {
             cli_error(self, "opening journal", a.dir,
                       "another writer holds it (LOCK is taken)");
@@ -486,10 +623,22 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     }
     /* Acknowledgements continue from the head the open found. */
     rc = tally_head(a.t, &head);
+    if (rc == 0 && (a.anchored || every > 0)) {
+        anchor_checkpointer_options((uint32_t)(every * 1000), &copt);
+        rc = tally_checkpointer_start(&a.cp, a.t, a.dir, anc.target, &copt);
+        if (rc == 0 && every > 0 &&
+            anchor_reporter_start(&reporter, self, a.cp) < 0)
+            reporter = NULL; /* the rounds go unreported, nothing else */
+    }
     if (rc < 0) {
-        status = fail(&a, "reading the head of journal", rc);
+        status = a.cp == NULL && (a.anchored || every > 0)
+                     ? cli_fail(self, "starting the checkpointer for", a.dir,
+                                rc, NULL)
+                     : fail(&a, "reading the head of journal", rc);
         (void)tally_close(a.t);
         free(recs);
+        anchor_close(&anc);
+        anchor_opts_free(&ao);
         return status;
     }
     a.appended = a.acked = head.seq;
@@ -506,6 +655,22 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
     status = whole ? run_whole(&a, &r) : run_lines(&a, &r, recs);
     if (status == EXIT_OK && a.ack)
         status = sync_and_ack(&a);
+    if (a.cp != NULL) {
+        tally_checkpoint_status cs;
+        tally_checkpointer_status(a.cp, &cs);
+        rc = tally_checkpointer_stop(a.cp); /* finishes the round in flight */
+        anchor_reporter_stop(reporter);
+        if (rc < 0 && every > 0)
+            fprintf(stderr, "tally append: checkpoint: anchoring was failing "
+                    "at exit (%.*s); seq %llu anchored, head %llu\n",
+                    (int)strnlen(cs.last_errmsg, sizeof cs.last_errmsg),
+                    cs.last_errmsg[0] != '\0' ? cs.last_errmsg
+                                              : tally_strerror(rc),
+                    (unsigned long long)cs.anchored_seq,
+                    (unsigned long long)cs.head_seq);
+    }
+    anchor_close(&anc);
+    anchor_opts_free(&ao);
     rc = tally_close(a.t);
     if (rc < 0 && status == EXIT_OK)
         status = cli_fail(self, "closing journal", a.dir, rc, NULL);

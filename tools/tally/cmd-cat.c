@@ -3,14 +3,14 @@
  * every record on the way (tally_iter), and prints the records for a human
  * or as JSON lines.
  */
-#include "common.h"
+#include "anchor-opts.h"
 
 #include <getopt.h>
 #include <string.h>
 
 const char cmd_cat_usage[] =
     "Usage: tally cat DIR --key-file FILE [--from SEQ] [--to SEQ] [--json]\n"
-    "                 [--all]\n"
+    "                 [--all] [anchor options]\n"
     "\n"
     "Decrypts the records of the journal in DIR and prints them in seq order.\n"
     "Every record is authenticated and the hash chain is checked from the\n"
@@ -33,6 +33,11 @@ const char cmd_cat_usage[] =
     "valid UTF-8; otherwise they are given as key_b64 / payload_b64 (standard\n"
     "base64) instead.\n"
     "\n"
+    "With anchor options the journal must be fresh against its anchor target\n"
+    "(see 'tally status'): any other verdict is refused with exit 4 before\n"
+    "anything is printed. The CHECKPOINT records the checkpointer appends are\n"
+    "records too (type 65282, a 176-byte payload: FORMAT.md section 9.2).\n"
+    "\n"
     "Options:\n"
     "  --key-file FILE  master key; default $TALLY_KEY_FILE. Required.\n"
     "  --from SEQ       first seq to print (default 1)\n"
@@ -41,10 +46,12 @@ const char cmd_cat_usage[] =
     "  --all            also print records whose body was removed (pruned by\n"
     "                   compaction): as \"SEQ TIMESTAMP pruned\", or in JSON\n"
     "                   {\"seq\":N,\"ts\":NS,\"pruned\":true}; skipped by default\n"
+    ANCHOR_OPTS_SHORT_HELP
     "  -h, --help       show this help and exit\n"
     "\n"
     "Environment:\n"
-    "  TALLY_KEY_FILE  key file used when --key-file is not given\n";
+    "  TALLY_KEY_FILE  key file used when --key-file is not given\n"
+    ANCHOR_ENV_HELP;
 
 static int print_json(const tally_record *r)
 {
@@ -108,6 +115,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
         { "json", no_argument, NULL, OPT_JSON },
         { "all", no_argument, NULL, OPT_ALL },
         { "help", no_argument, NULL, 'h' },
+        ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     const char *key_file = NULL, *key_path, *dir;
@@ -115,8 +123,10 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
     uint8_t *key = NULL;
     tally_iter *it = NULL;
     tally_record r;
+    struct anchor_opts ao;
     int c, rc, json = 0, all = 0, status = EXIT_OK;
 
+    anchor_opts_init(&ao);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_KEY_FILE:
@@ -139,7 +149,11 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
         case 'h':
             return cli_help(self);
         default:
-            return cli_usage_error(self, NULL);
+            rc = anchor_opt(self, &ao, c, optarg);
+            if (rc == ANCHOR_OPT_NONE)
+                return cli_usage_error(self, NULL);
+            if (rc != EXIT_OK)
+                return rc;
         }
     }
     if (argc - optind != 1)
@@ -152,9 +166,23 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
     if (key_path == NULL)
         return cli_usage_error(self, "a key is needed: --key-file FILE or "
                                "TALLY_KEY_FILE");
-    rc = cli_key_load(self, key_path, &key);
-    if (rc != EXIT_OK)
+    rc = anchor_opts_finish(self, &ao, ANCHOR_NEED_CONTRACT | ANCHOR_NEED_SENDER);
+    if (rc == EXIT_OK)
+        rc = cli_key_load(self, key_path, &key);
+    if (rc == EXIT_OK && anchor_opts_configured(&ao)) {
+        struct anchor a;
+        tally_freshness f;
+        rc = anchor_open(self, &ao, 0, &a);
+        if (rc == EXIT_OK) {
+            rc = tally_exit_code(anchor_check(self, &a, dir, NULL, key, &f));
+            anchor_close(&a);
+        }
+    }
+    anchor_opts_free(&ao);
+    if (rc != EXIT_OK) {
+        cli_key_free(key);
         return rc;
+    }
 
     rc = tally_iter_open(&it, dir, key, from, TALLY_ITER_TOLERATE_TAIL);
     cli_key_free(key); /* the iterator keeps its own copy */

@@ -3,13 +3,14 @@
  * without the key its structure and hash chain (FORMAT.md §7), with the key
  * also every record's tag. The first failure is reported with its place.
  */
-#include "common.h"
+#include "anchor-opts.h"
 
 #include <getopt.h>
 #include <string.h>
 
 const char cmd_verify_usage[] =
     "Usage: tally verify DIR [--key-file FILE | --no-key] [--json]\n"
+    "                    [anchor options]\n"
     "\n"
     "Verifies the whole journal in DIR. Without a key: the metadata checksum,\n"
     "every segment header, every frame header, seq density and the hash chain\n"
@@ -35,16 +36,29 @@ const char cmd_verify_usage[] =
     "  {\"ok\":false,\"keyed\":B,\"exit\":S,\"error\":TEXT,\"segment\":FILE,\n"
     "   \"offset\":N,\"seq\":N,\"message\":TEXT}\n"
     "\n"
+    "With anchor options, the journal must first be fresh against its anchor\n"
+    "target (see 'tally status'; any other verdict: exit 4), and after the\n"
+    "journal verifies, every CHECKPOINT record made through this target is\n"
+    "checked: its head must be the journal's own link at the anchored seq\n"
+    "(else exit 4, forked) and an Anchored event with the same seq, head,\n"
+    "block number, block hash and transaction must be on the chain (else\n"
+    "exit 4, stale). The summary then ends with a line\n"
+    "  anchor      N CHECKPOINT records match the chain's Anchored events\n"
+    "and the JSON object has \"anchor\":{\"verdict\":NAME,\"anchored_seq\":N,\n"
+    "\"checkpoints\":N,\"checked\":N,\"message\":TEXT}.\n"
+    "\n"
     "Options:\n"
     "  --key-file FILE  verify with this master key; default $TALLY_KEY_FILE;\n"
     "                   without either, verifies without the key\n"
     "  --no-key         verify without the key even if TALLY_KEY_FILE is set\n"
     "  --json           print one JSON object\n"
+    ANCHOR_OPTS_SHORT_HELP
     "  -h, --help       show this help and exit\n"
     "\n"
     "Environment:\n"
     "  TALLY_KEY_FILE  key file used when neither --key-file nor --no-key is\n"
-    "                  given\n";
+    "                  given\n"
+    ANCHOR_ENV_HELP;
 
 /* The library's fixed-size strings, bounded even if not NUL-terminated. */
 static void json_field(const char *name, const char *s, size_t cap)
@@ -58,7 +72,15 @@ static void json_field(const char *name, const char *s, size_t cap)
         fputs("\"?\"", stdout);
 }
 
-static void print_ok_json(const tally_verify_report *rep)
+/* The anchor part of the report (when anchor options were given). */
+struct anchor_result {
+    int on;
+    tally_freshness f;
+    tally_checkpoint_report cr;
+};
+
+static void print_ok_json(const tally_verify_report *rep,
+                          const struct anchor_result *ar)
 {
     char id[2 * TALLY_ID_BYTES + 1], head[2 * TALLY_HASH_BYTES + 1];
 
@@ -68,7 +90,7 @@ static void print_ok_json(const tally_verify_report *rep)
            "\"segments\":%llu,\"records\":%llu,\"pruned\":%llu,"
            "\"first_seq\":%llu,\"last_seq\":%llu,\"bytes\":%llu,"
            "\"first_ts\":%llu,\"last_ts\":%llu,"
-           "\"head\":{\"seq\":%llu,\"link\":\"%s\"}}\n",
+           "\"head\":{\"seq\":%llu,\"link\":\"%s\"}",
            rep->keyed ? "true" : "false", id, cli_cipher_name(rep->cipher),
            (unsigned long long)rep->segments, (unsigned long long)rep->records,
            (unsigned long long)rep->pruned, (unsigned long long)rep->first_seq,
@@ -76,6 +98,17 @@ static void print_ok_json(const tally_verify_report *rep)
            (unsigned long long)rep->first_ts_ns,
            (unsigned long long)rep->last_ts_ns,
            (unsigned long long)rep->last_seq, head);
+    if (ar->on) {
+        printf(",\"anchor\":{\"verdict\":\"%s\",\"anchored_seq\":%llu,"
+               "\"checkpoints\":%llu,\"checked\":%llu",
+               tally_verdict_name(ar->f.verdict),
+               (unsigned long long)ar->f.anchored_seq,
+               (unsigned long long)ar->cr.records,
+               (unsigned long long)ar->cr.checked);
+        json_field("message", ar->cr.message, sizeof ar->cr.message);
+        fputc('}', stdout);
+    }
+    fputs("}\n", stdout);
 }
 
 static void print_ok_text(const char *dir, const tally_verify_report *rep)
@@ -106,6 +139,50 @@ static void print_ok_text(const char *dir, const tally_verify_report *rep)
     }
     printf("  bytes       %llu\n", (unsigned long long)rep->bytes);
     printf("  head        %llu %s\n", (unsigned long long)rep->last_seq, head);
+}
+
+/* The anchor checks: fresh before verifying (refused otherwise, as opening
+ * with an anchor configured is), every CHECKPOINT record after. */
+static int anchor_part(const struct cli_cmd *self, struct anchor *a,
+                       const char *dir, const uint8_t *key, int after,
+                       struct anchor_result *ar, int json, int keyed)
+{
+    int rc;
+
+    if (!after) {
+        rc = anchor_check(self, a, dir, NULL, key, &ar->f);
+        if (rc < 0 && json)
+            printf("{\"ok\":false,\"keyed\":%s,\"exit\":%d,\"verdict\":\"%s\"",
+                   keyed ? "true" : "false", tally_exit_code(rc),
+                   rc == TALLY_EROLLBACK || rc == TALLY_EFORK ||
+                   rc == TALLY_EDELETED || rc == TALLY_ESTALE
+                       ? tally_verdict_name(ar->f.verdict) : "none");
+        if (rc < 0 && json) {
+            json_field("error", tally_strerror(rc), 256);
+            json_field("message", ar->f.message, sizeof ar->f.message);
+            fputs("}\n", stdout);
+        }
+        return rc;
+    }
+    rc = tally_checkpoint_verify(a->target, dir, key, &ar->cr);
+    anchor_warn_disagreement(self, a);
+    if (rc < 0) {
+        fprintf(stderr, "tally %s: checking the CHECKPOINT records of %s: %.*s"
+                "%s%s\n", self->name, dir,
+                (int)strnlen(ar->cr.message, sizeof ar->cr.message),
+                ar->cr.message, ar->cr.message[0] != '\0' ? ": " : "",
+                tally_strerror(rc));
+        if (json) {
+            printf("{\"ok\":false,\"keyed\":%s,\"exit\":%d,"
+                   "\"record_seq\":%llu", keyed ? "true" : "false",
+                   tally_exit_code(rc),
+                   (unsigned long long)ar->cr.bad_record_seq);
+            json_field("error", tally_strerror(rc), 256);
+            json_field("message", ar->cr.message, sizeof ar->cr.message);
+            fputs("}\n", stdout);
+        }
+    }
+    return rc;
 }
 
 static int report_failure(const struct cli_cmd *self, const char *dir,
@@ -156,13 +233,19 @@ int cmd_verify(const struct cli_cmd *self, int argc, char **argv)
         { "no-key", no_argument, NULL, OPT_NO_KEY },
         { "json", no_argument, NULL, OPT_JSON },
         { "help", no_argument, NULL, 'h' },
+        ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     const char *key_file = NULL, *key_path = NULL, *dir;
     uint8_t *key = NULL;
     tally_verify_report rep;
-    int c, rc, json = 0, no_key = 0, keyed;
+    struct anchor_opts ao;
+    struct anchor anc = { NULL, NULL };
+    struct anchor_result ar;
+    int c, rc, json = 0, no_key = 0, keyed, status;
 
+    anchor_opts_init(&ao);
+    memset(&ar, 0, sizeof ar);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_KEY_FILE:
@@ -177,7 +260,11 @@ int cmd_verify(const struct cli_cmd *self, int argc, char **argv)
         case 'h':
             return cli_help(self);
         default:
-            return cli_usage_error(self, NULL);
+            rc = anchor_opt(self, &ao, c, optarg);
+            if (rc == ANCHOR_OPT_NONE)
+                return cli_usage_error(self, NULL);
+            if (rc != EXIT_OK)
+                return rc;
         }
     }
     if (argc - optind != 1)
@@ -186,23 +273,58 @@ int cmd_verify(const struct cli_cmd *self, int argc, char **argv)
         return cli_usage_error(self, "--key-file and --no-key exclude each "
                                "other");
     dir = argv[optind];
+    status = anchor_opts_finish(self, &ao, ANCHOR_NEED_CONTRACT |
+                                           ANCHOR_NEED_SENDER);
+    if (status == EXIT_OK && anchor_opts_configured(&ao)) {
+        status = anchor_open(self, &ao, 0, &anc);
+        ar.on = status == EXIT_OK;
+    }
+    if (status != EXIT_OK) {
+        anchor_opts_free(&ao);
+        return status;
+    }
     if (!no_key)
         key_path = cli_key_path(key_file);
     if (key_path != NULL) {
-        rc = cli_key_load(self, key_path, &key);
-        if (rc != EXIT_OK)
-            return rc;
+        status = cli_key_load(self, key_path, &key);
+        if (status != EXIT_OK)
+            goto out;
     }
 
     memset(&rep, 0, sizeof rep);
     keyed = key != NULL;
+    if (ar.on && (rc = anchor_part(self, &anc, dir, key, 0, &ar, json,
+                                   keyed)) < 0) {
+        status = tally_exit_code(rc);
+        goto out;
+    }
     rc = tally_verify(dir, key, &rep);
-    cli_key_free(key);
-    if (rc < 0)
-        return report_failure(self, dir, &rep, rc, keyed, json);
-    if (json)
-        print_ok_json(&rep);
-    else
+    if (rc < 0) {
+        status = report_failure(self, dir, &rep, rc, keyed, json);
+        goto out;
+    }
+    if (ar.on && (rc = anchor_part(self, &anc, dir, key, 1, &ar, json,
+                                   keyed)) < 0) {
+        status = tally_exit_code(rc);
+        goto out;
+    }
+    if (json) {
+        print_ok_json(&rep, &ar);
+    } else {
         print_ok_text(dir, &rep);
-    return cli_flush_stdout(self);
+        if (ar.on) {
+            printf("  freshness   %.*s\n",
+                   (int)strnlen(ar.f.message, sizeof ar.f.message),
+                   ar.f.message);
+            printf("  anchor      %.*s\n",
+                   (int)strnlen(ar.cr.message, sizeof ar.cr.message),
+                   ar.cr.message);
+        }
+    }
+    status = cli_flush_stdout(self);
+out:
+    cli_key_free(key);
+    anchor_close(&anc);
+    anchor_opts_free(&ao);
+    return status;
 }

@@ -19,6 +19,9 @@ extern const char cmd_append_usage[];
 extern const char cmd_cat_usage[];
 extern const char cmd_head_usage[];
 extern const char cmd_verify_usage[];
+extern const char cmd_anchor_deploy_usage[];
+extern const char cmd_checkpoint_usage[];
+extern const char cmd_status_usage[];
 
 static const struct cli_cmd commands[] = {
     { "keygen", cmd_keygen, "create a new random master key file", cmd_keygen_usage },
@@ -27,6 +30,9 @@ static const struct cli_cmd commands[] = {
     { "cat",    cmd_cat,    "decrypt and print records", cmd_cat_usage },
     { "head",   cmd_head,   "print the last seq and chain link (no key needed)", cmd_head_usage },
     { "verify", cmd_verify, "check a whole journal, with or without the key", cmd_verify_usage },
+    { "status", cmd_status, "freshness verdict of a journal against its anchor", cmd_status_usage },
+    { "checkpoint", cmd_checkpoint, "anchor the head on a chain (once or every N s)", cmd_checkpoint_usage },
+    { "anchor-deploy", cmd_anchor_deploy, "deploy the JournalAnchor contract, print its address", cmd_anchor_deploy_usage },
 #ifdef TALLY_WITH_TALLYD
     { "send",   cmd_send,   "append lines of stdin through a running tallyd", tally_client_send_usage },
     { "follow", cmd_follow, "print what a running tallyd commits, live", tally_client_follow_usage },
@@ -57,12 +63,16 @@ static void general_usage(FILE *f)
           "\n"
           "Commands:\n", f);
     for (i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
     fputs("\n"
           "Run 'tally help COMMAND' or 'tally COMMAND --help' for its options.\n"
           "\n"
           "Environment:\n"
           "  TALLY_KEY_FILE  key file to use when --key-file is not given\n"
+          "  TALLY_RPC_URL, TALLY_CONTRACT, TALLY_SIGNER_KEY_FILE\n"
+          "                  the anchor target when no anchor option is given\n"
+          "                  (commands that take anchor options; README\n"
+          "                  \"Anchoring on a chain\")\n"
           "\n", f);
     fputs(cli_exit_status_help, f);
 }
