@@ -2,8 +2,9 @@
 # Starts and stops a local Ethereum node (ganache 7.9.2 from package.json) on
 # 127.0.0.1 for tests and the demo.
 #
-#   ganache.sh start [--block-time N] [--db DIR] [--log FILE]
-#       picks a free port, starts node_modules/.bin/ganache in the background
+#   ganache.sh start [--block-time N] [--db DIR] [--log FILE] [--port N]
+#       picks a free port (or takes --port N: restarting a node with the same
+#       --db on its old port brings back the same endpoint), starts node_modules/.bin/ganache in the background
 #       with the deterministic test accounts (chain id and network id 1337),
 #       waits until it answers eth_blockNumber, and prints "PORT PID".
 #       Exit 77 if ganache is not installed (run scripts/setup.sh), 1 if it
@@ -20,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin="$here/node_modules/.bin/ganache"
 
-usage() { echo "usage: $0 start [--block-time N] [--db DIR] [--log FILE] | stop PID" >&2; exit 2; }
+usage() { echo "usage: $0 start [--block-time N] [--db DIR] [--log FILE] [--port N] | stop PID" >&2; exit 2; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -33,12 +34,13 @@ rpc_ok() {  # $1 = port
 }
 
 start() {
-  local block_time=0 db="" log=""
+  local block_time=0 db="" log="" fixed_port=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --block-time) block_time=${2:?}; shift 2 ;;
       --db) db=${2:?}; shift 2 ;;
       --log) log=${2:?}; shift 2 ;;
+      --port) fixed_port=${2:?}; shift 2 ;;
       *) usage ;;
     esac
   done
@@ -57,7 +59,7 @@ start() {
   # The port can be taken between picking and binding: try a few.
   local attempt port pid
   for attempt in 1 2 3; do
-    port=$(free_port)
+    port=${fixed_port:-$(free_port)}
     (umask 077; : >"$log")
     "$bin" "${args[@]}" --server.port "$port" </dev/null >>"$log" 2>&1 &
     pid=$!
@@ -79,7 +81,7 @@ start() {
       exit 1
     fi
     wait "$pid" 2>/dev/null || true
-    if ! grep -q EADDRINUSE "$log"; then
+    if [ -n "$fixed_port" ] || ! grep -q EADDRINUSE "$log"; then
       echo "ganache.sh: ganache exited at startup (log: $log):" >&2
       grep -v -i 'private key\|0x[0-9a-f]\{64\}' "$log" | tail -5 >&2 || true
       exit 1

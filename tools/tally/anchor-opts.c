@@ -268,11 +268,13 @@ void anchor_close(struct anchor *a)
 }
 
 void anchor_warn_disagreement(const struct cli_cmd *self,
-                              const struct anchor *a)
+                              const struct anchor *a, int rc)
 {
     const char *d;
 
-    if (a->eth == NULL || (d = tally_eth_disagreement(a->eth)) == NULL)
+    /* TALLY_ECHAIN: the failure's own message reports it already. */
+    if (a->eth == NULL || rc == TALLY_ECHAIN ||
+        (d = tally_eth_disagreement(a->eth)) == NULL)
         return;
     fprintf(stderr, "tally %s: warning: RPC endpoints disagree: %s\n",
             self->name, d);
@@ -291,7 +293,7 @@ int anchor_check(const struct cli_cmd *self, struct anchor *a, const char *dir,
     int rc = tally_freshness_check(a->target, dir, journal_id, master_key, f);
     size_t n = strnlen(f->message, sizeof f->message);
 
-    anchor_warn_disagreement(self, a);
+    anchor_warn_disagreement(self, a, rc);
     if (rc == 0)
         return 0;
     fprintf(stderr, "tally %s: %s: %.*s\n", self->name, dir, (int)n,

@@ -36,6 +36,7 @@ enum {
     { "chain-id", required_argument, NULL, AOPT_CHAIN_ID },                  \
     { "contract", required_argument, NULL, AOPT_CONTRACT },                  \
     { "from", required_argument, NULL, AOPT_FROM },                          \
+    { "writer", required_argument, NULL, AOPT_FROM },                        \
     { "signer-key-file", required_argument, NULL, AOPT_SIGNER_KEY_FILE },    \
     { "confirmations", required_argument, NULL, AOPT_CONFIRMATIONS },        \
     { "anchor-file", required_argument, NULL, AOPT_ANCHOR_FILE }
@@ -62,6 +63,8 @@ enum {
     "  --from ADDR          the writer account: an account the node keeps\n"  \
     "                       unlocked sends the anchors (development nodes);\n" \
     "                       for commands that only read, whose anchors to check\n" \
+    "                       (--writer ADDR is the same option: 'tally cat' has\n" \
+    "                       its own --from)\n"                              \
     "  --signer-key-file F  the writer's secp256k1 private key (64 hex digits\n" \
     "                       or 32 bytes; mode 0600): transactions are signed\n" \
     "                       here and sent raw. Default $TALLY_SIGNER_KEY_FILE.\n" \
@@ -75,8 +78,9 @@ enum {
 
 /* The short form, for commands whose help refers to 'tally help status'. */
 #define ANCHOR_OPTS_SHORT_HELP                                               \
-    "  --rpc URL, --rpc-quorum K, --chain-id N, --contract ADDR, --from ADDR,\n" \
-    "  --signer-key-file F, --confirmations N, --anchor-file PATH\n"         \
+    "  --rpc URL, --rpc-quorum K, --chain-id N, --contract ADDR,\n"          \
+    "  --from ADDR | --writer ADDR | --signer-key-file F, --confirmations N,\n" \
+    "  --anchor-file PATH\n"                                                 \
     "                   the anchor target (see 'tally help status'; default\n" \
     "                   $TALLY_RPC_URL, $TALLY_CONTRACT, $TALLY_SIGNER_KEY_FILE)\n"
 
@@ -137,9 +141,10 @@ int anchor_open(const struct cli_cmd *self, const struct anchor_opts *o,
                 int eth_only, struct anchor *ret);
 void anchor_close(struct anchor *a);
 
-/* Prints the disagreement of the last read, if any, as a warning. */
+/* Prints the disagreement of the last read, if any, as a warning (not
+ * after a TALLY_ECHAIN failure rc, whose message says it). */
 void anchor_warn_disagreement(const struct cli_cmd *self,
-                              const struct anchor *a);
+                              const struct anchor *a, int rc);
 
 /* The freshness check of dir (journal_id may be NULL, master_key may be
  * NULL). Returns the library's code (0 = fresh) and fills *f. When the

@@ -95,7 +95,7 @@ int cmd_anchor_deploy(const struct cli_cmd *self, int argc, char **argv)
                           tally_eth_errmsg(a.eth));
         goto out;
     }
-    anchor_warn_disagreement(self, &a);
+    anchor_warn_disagreement(self, &a, rc);
     (void)tally_eth_chain_id(a.eth, &chain_id);
     tally_eth_address_format(r.contract, addr);
     if (json) {

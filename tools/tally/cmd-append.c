@@ -657,9 +657,9 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         status = sync_and_ack(&a);
     if (a.cp != NULL) {
         tally_checkpoint_status cs;
+        anchor_reporter_stop(reporter); /* it reads the checkpointer */
         tally_checkpointer_status(a.cp, &cs);
         rc = tally_checkpointer_stop(a.cp); /* finishes the round in flight */
-        anchor_reporter_stop(reporter);
         if (rc < 0 && every > 0)
             fprintf(stderr, "tally append: checkpoint: anchoring was failing "
                     "at exit (%.*s); seq %llu anchored, head %llu\n",

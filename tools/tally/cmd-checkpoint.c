@@ -91,7 +91,7 @@ static int run_once(const struct cli_cmd *self, const char *dir, tally *t,
     int rc;
 
     rc = tally_checkpoint_once(t, dir, a->target, &info, err, sizeof err);
-    anchor_warn_disagreement(self, a);
+    anchor_warn_disagreement(self, a, rc);
     if (rc < 0)
         return cli_fail(self, "anchoring", dir, rc, err);
     if (tally_head(t, &h) < 0)

@@ -66,7 +66,7 @@ static int check_history(const struct cli_cmd *self, struct anchor_opts *ao,
     if (status != EXIT_OK)
         return status;
     rc = tally_freshness_check(a.target, dir, id, key, &f);
-    anchor_warn_disagreement(self, &a);
+    anchor_warn_disagreement(self, &a, rc);
     anchor_close(&a);
     if (rc == TALLY_ENOJOURNAL || f.journal_present)
         return EXIT_OK; /* no anchors; or a journal there, which init refuses */

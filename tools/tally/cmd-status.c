@@ -270,7 +270,7 @@ int cmd_status(const struct cli_cmd *self, int argc, char **argv)
     if (rc == TALLY_ENOJOURNAL && !f.journal_present && have_id)
         rc = tally_freshness_check(a.target, dir, id, key, &f);
     cli_key_free(key);
-    anchor_warn_disagreement(self, &a);
+    anchor_warn_disagreement(self, &a, rc);
 
     status = tally_exit_code(rc);
     if (json) {

@@ -165,7 +165,7 @@ static int anchor_part(const struct cli_cmd *self, struct anchor *a,
         return rc;
     }
     rc = tally_checkpoint_verify(a->target, dir, key, &ar->cr);
-    anchor_warn_disagreement(self, a);
+    anchor_warn_disagreement(self, a, rc);
     if (rc < 0) {
         fprintf(stderr, "tally %s: checking the CHECKPOINT records of %s: %.*s"
                 "%s%s\n", self->name, dir,
