@@ -588,6 +588,15 @@ static int plan(compactor *c)
     c->g = calloc(c->nf ? c->nf : 1, sizeof *c->g);
     if (!c->g)
         return -ENOMEM;
+    /* The last sealed file is never merged into an earlier one: when the
+     * writer closes with an empty active segment, it becomes the last file
+     * of the journal, and a leftover there (a crash before its removal)
+     * would not continue the file before it, which recovery checks
+     * (FORMAT.md §6, §11.4). It may start a run of its own later. */
+    size_t last = c->nf;
+    for (size_t i = 0; i < c->nf; i++)
+        if (!c->f[i].leftover)
+            last = i;
     group cur;
     memset(&cur, 0, sizeof cur);
     bool open = false;
@@ -596,7 +605,8 @@ static int plan(compactor *c)
         if (f && f->leftover)
             continue;
         uint64_t out = f ? (uint64_t)((int64_t)f->size - f->save_bytes) : 0;
-        if (f && open && !c->opt.no_merge && cur.out_bytes + out <= c->target) {
+        if (f && open && !c->opt.no_merge && i != last &&
+            cur.out_bytes + out <= c->target) {
             cur.b = i;
             cur.nfiles++;
             cur.in_bytes += f->size;

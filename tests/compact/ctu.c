@@ -256,9 +256,10 @@ tally *ctu_open(const char *dir, const uint8_t *key)
     tally_options o = tu_opts(key);
     o.sync = TALLY_SYNC_NONE;
     tally *t = NULL;
-    int rc = tally_open(&t, dir, &o, NULL);
+    tally_recovery rec;
+    int rc = tally_open(&t, dir, &o, &rec);
     if (rc != 0)
-        fail_msg("open %s: %s", dir, tally_strerror(rc));
+        fail_msg("open %s: %s: %s", dir, tally_strerror(rc), rec.message);
     return t;
 }
 
