@@ -482,32 +482,45 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             return emit(it, ret);
         case TI_EV_EOF:
         case TI_EV_TORN:
-            if (!more_files(it)) {
-                /* The end, for now: stay on this file so that a later call
-                 * sees what a live writer appends to it. */
-                if (ev == TI_EV_EOF || (it->flags & TALLY_ITER_TOLERATE_TAIL))
-                    return 0;
-                return iter_fail(it, TALLY_ETORN, w->frame_off, w->next_seq,
-                                 w->why);
-            }
-            /* A later file exists. A writer finishes a segment before it
-             * creates the next one, so read this one once more: what it
-             * appended after our read and before the listing is there. */
+        case TI_EV_BAD: {
+            /* List the directory first, then read this file once more
+             * from the file itself: a writer seals a segment (its last
+             * frames written, its reserved tail cut off) before it creates
+             * the next file, and our buffer may predate what it wrote. */
+            bool more = more_files(it);
             if (!it->rechecked) {
                 it->rechecked = true;
+                ti_rfile_drop(&w->rf);
                 continue;
             }
             it->rechecked = false;
-            if (ev == TI_EV_TORN)
-                return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
-                                 w->next_seq, w->why);
-            it->bytes += w->pos;
-            ti_rfile_close(&w->rf);
-            w->file_open = false;
-            continue;
-        case TI_EV_BAD:
-            return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, w->next_seq,
-                             w->why);
+            if (more) {
+                if (ev != TI_EV_EOF)
+                    return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
+                                     w->next_seq, w->why);
+                it->bytes += w->pos;
+                ti_rfile_close(&w->rf);
+                w->file_open = false;
+                continue;
+            }
+            /* The end, for now: stay on this file, so that a later call
+             * reads again what a live writer appends to it. A live reader
+             * takes a frame it cannot read yet for one being written. */
+            ti_rfile_drop(&w->rf);
+            if (ev == TI_EV_EOF || (it->flags & TALLY_ITER_TOLERATE_TAIL))
+                return 0;
+            /* Zero bytes up to the end of the file: space the writer
+             * reserved in the segment it is writing (FORMAT.md §4). */
+            int zt = ti_rfile_zero_from(&w->rf, w->pos);
+            if (zt < 0)
+                return iter_fail(it, zt, w->frame_off, w->next_seq,
+                                 "read error");
+            if (zt)
+                return 0;
+            return iter_fail(it, ev == TI_EV_TORN ? TALLY_ETORN
+                                                  : TALLY_EINTEGRITY,
+                             w->frame_off, w->next_seq, w->why);
+        }
         default:
             return iter_fail(it, ev, w->frame_off, w->next_seq,
                              "read error");

@@ -288,6 +288,32 @@ static int remove_file(int dirfd, const char *name, char *err, size_t errlen)
     return 0;
 }
 
+/* Where the bytes of a file stop being zero: a writer's file may end in
+ * space it reserved (FORMAT.md §4), which is not counted in a cut. */
+static uint64_t data_end(int fd, uint64_t size)
+{
+    enum { CHUNK = 64 * 1024 };
+    uint8_t *b = malloc(CHUNK);
+    if (!b)
+        return size;
+    uint64_t end = size;
+    while (end > 0) {
+        size_t n = end < CHUNK ? (size_t)end : CHUNK;
+        if (ti_pread_full(fd, b, n, end - n) != (ssize_t)n)
+            break;
+        size_t i = n;
+        while (i > 0 && b[i - 1] == 0)
+            i--;
+        if (i > 0) {
+            end = end - n + i;
+            break;
+        }
+        end -= n;
+    }
+    free(b);
+    return end;
+}
+
 /* Recovers the last file, names[n - 1]: 1 if it held no record and was
  * removed (the caller goes on with the file before it), 0 when the head is
  * in *ret, <0 on error. */
@@ -382,6 +408,23 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
         }
         if (ev == TI_EV_EOF)
             break;
+        /* Zero bytes to the end: the space the writer reserved (§4), not a
+         * record. Cut off without being reported. */
+        int zt = ti_rfile_zero_from(&w.rf, w.pos);
+        if (zt < 0) {
+            rc = zt;
+            ti_msg(err, errlen, "%s: read error", name);
+            goto out;
+        }
+        if (zt && seg_count > 0) {
+            if (ftruncate(wfd, (off_t)w.pos) < 0 || fsync(wfd) < 0) {
+                rc = -errno;
+                ti_msg(err, errlen, "%s: cannot trim its reserved tail", name);
+                goto out;
+            }
+            size = w.pos;
+            break;
+        }
         /* TORN or BAD: a torn tail unless a whole record follows (§6). */
         if (seg_count == 0) {
             rc = TALLY_EINTEGRITY;
@@ -441,7 +484,13 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
     if (!cut_at)
         (void)ftruncate(wfd, (off_t)size); /* blocks reserved past the end */
     if (cut_at) {
-        add_cut(rep, name, size - cut_at, cut_seq);
+        /* Whole pages of zeros at the end are reserved space never written
+         * (or written too late); zero bytes within the last written page
+         * are counted. */
+        uint64_t end = (data_end(wfd, size) + 4095) & ~(uint64_t)4095;
+        if (end > size)
+            end = size;
+        add_cut(rep, name, end > cut_at ? end - cut_at : 0, cut_seq);
         if (ftruncate(wfd, (off_t)cut_at) < 0 || fsync(wfd) < 0) {
             rc = -errno;
             ti_msg(err, errlen, "%s: cannot cut the torn tail", name);

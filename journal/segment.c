@@ -464,6 +464,32 @@ int ti_rfile_get(ti_rfile *f, uint64_t pos, size_t n, const uint8_t **ret)
     return 1;
 }
 
+int ti_rfile_zero_from(ti_rfile *f, uint64_t pos)
+{
+    enum { CHUNK = 64 * 1024 };
+    uint8_t *b = malloc(CHUNK);
+    if (!b)
+        return -ENOMEM;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = ti_pread_full(f->fd, b, CHUNK, pos);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (!all_zero(b, (size_t)n)) {
+            rc = 0;
+            break;
+        }
+        rc = 1;
+        pos += (uint64_t)n;
+    }
+    free(b);
+    return rc;
+}
+
 static size_t rfile_avail(const ti_rfile *f, uint64_t pos)
 {
     if (pos < f->off || pos >= f->off + f->len)

@@ -42,6 +42,7 @@ void ti_buf_free(ti_buf *b);
 
 /* Writes all of buf (loops over short writes, retries EINTR). */
 int ti_write_all(int fd, const void *buf, size_t len);
+int ti_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 /* pread that loops until len bytes or end of file; returns bytes read or
  * -errno. */
 ssize_t ti_pread_full(int fd, void *buf, size_t len, uint64_t off);
@@ -255,6 +256,15 @@ void ti_rfile_free(ti_rfile *f);
 /* Makes [pos, pos + n) readable at *ret: 1 done, 0 the file ends before
  * (a live writer may still extend it: asking again re-reads), <0 error. */
 int ti_rfile_get(ti_rfile *f, uint64_t pos, size_t n, const uint8_t **ret);
+/* 1 if the file holds at least one byte from pos on and all of them are
+ * zero (the space a writer reserved in the segment it is writing, FORMAT.md
+ * §4), 0 if not, <0 error. Reads the file, not the buffer. */
+int ti_rfile_zero_from(ti_rfile *f, uint64_t pos);
+/* Forgets the buffered bytes, so that the next get reads the file again. */
+static inline void ti_rfile_drop(ti_rfile *f)
+{
+    f->len = 0;
+}
 
 /* ---- walking segments and frames ------------------------------------------ */
 

@@ -201,7 +201,9 @@ typedef struct tally_iter tally_iter;
 
 enum {
     /* Stop at a torn or growing tail quietly (a live reader), instead of
-     * reporting TALLY_ETORN. */
+     * reporting TALLY_ETORN: a frame of the last file that cannot be read
+     * yet is taken for one being written, and read again by a later call.
+     * Use tally_verify (or no flag) for a strict check. */
     TALLY_ITER_TOLERATE_TAIL = 1u << 0,
     /* Do not decrypt even if a key is given (chain only). */
     TALLY_ITER_NO_DECRYPT = 1u << 1,
@@ -273,6 +275,50 @@ int tally_key_load(const char *path, uint8_t out[static TALLY_KEY_BYTES]);
 
 /* Writes 32 random bytes to a new file (O_EXCL, mode 0600) and fsyncs it. */
 int tally_keygen(const char *path);
+
+/* ---- key epochs (FORMAT.md §3.2, §3.4; journal/epochs.c) ---------------- */
+
+/* What tally_rekey / tally_rewrap / tally_forget did; filled in on success
+ * and on failure (then message says what failed, and where). */
+typedef struct tally_epoch_report {
+    uint32_t epoch;            /* the current epoch afterwards */
+    uint32_t epochs;           /* epochs started / re-wrapped / forgotten */
+    /* forget: the highest seq of a record whose epoch is forgotten (by this
+     * call or before; 0: none), and the oldest epoch kept with its first
+     * record's seq (0: it holds none yet). It is kept because it holds a
+     * record at or after before_seq, or because it is the current epoch. */
+    uint64_t forgotten_through;
+    uint32_t kept_epoch;
+    uint64_t kept_first_seq;
+    char message[256];
+} tally_epoch_report;
+
+/* Each takes the writer's lock (-EBUSY while a writer is open) and replaces
+ * the metadata atomically; no segment is touched. */
+
+/* Starts a new key epoch: a new random data key wrapped under master_key
+ * becomes the current epoch, which the next tally_open writes its segments
+ * under. Records of older epochs stay readable. */
+int tally_rekey(const char *dir, const uint8_t master_key[static TALLY_KEY_BYTES],
+                tally_epoch_report *ret);
+
+/* Master-key rotation: re-wraps the data key of every epoch under new_key
+ * (old_key must open the journal, else TALLY_EKEY). The journal id stays;
+ * the key check value and MAC follow new_key, so old_key no longer opens
+ * the journal. Forgotten epochs stay forgotten. */
+int tally_rewrap(const char *dir, const uint8_t old_key[static TALLY_KEY_BYTES],
+                 const uint8_t new_key[static TALLY_KEY_BYTES],
+                 tally_epoch_report *ret);
+
+/* Crypto-erasure: destroys the wrapped data keys of the oldest epochs all
+ * of whose records have a seq below before_seq (never the current epoch),
+ * so those records can no longer be decrypted by anyone who holds only the
+ * master key and this directory (FORMAT.md §3.4 says what an older copy of
+ * the metadata still gives). The chain, the anchors and keyless
+ * verification are unchanged; readers return those records with
+ * decrypted = 0. */
+int tally_forget(const char *dir, const uint8_t master_key[static TALLY_KEY_BYTES],
+                 uint64_t before_seq, tally_epoch_report *ret);
 
 #ifdef __cplusplus
 }

@@ -347,6 +347,60 @@ static void live_reader_follows(void **state)
     rm_rf(dir);
 }
 
+/* The last file of a writer that crashed ends in the zero bytes it had
+ * reserved (FORMAT.md §4): not a torn tail, and not counted in a cut. */
+static void reserved_zero_tail(void **state)
+{
+    (void)state;
+    char *dir = make_journal(10, 0);
+    char p[512];
+    path_of(p, dir, "0000000000000001.seg");
+    size_t len;
+    uint8_t *d = slurp(p, &len);
+    uint8_t *z = calloc(1, len + 65536);
+    assert_non_null(z);
+    memcpy(z, d, len);
+    spit(p, z, len + 65536);
+    tally_verify_report vr;
+    assert_int_equal(tally_verify(dir, key, &vr), 0);
+    assert_int_equal(vr.records, 10);
+    assert_int_equal(vr.bytes, len);
+    tally_head_info hi;
+    assert_int_equal(tally_read_head(dir, &hi), 0);
+    assert_int_equal(hi.seq, 10);
+
+    /* The last frame half written: its second half still zero. */
+    memset(z + len - 40, 0, 40);
+    spit(p, z, len + 65536);
+    assert_true(tally_verify(dir, key, &vr) < 0);
+    assert_int_equal(tally_read_head(dir, &hi), 0);
+    assert_int_equal(hi.seq, 9);
+    tally_options o = opts(TALLY_SYNC_ALWAYS, 0);
+    tally *t;
+    tally_recovery rec;
+    assert_int_equal(tally_open(&t, dir, &o, &rec), 0);
+    assert_int_equal(rec.cut_first_seq, 10);
+    assert_true(rec.cut_bytes > 0 && rec.cut_bytes <= 4096); /* not the 64 KiB */
+    assert_int_equal(tally_close(t), 0);
+    assert_int_equal(tally_verify(dir, key, &vr), 0);
+    assert_int_equal(vr.records, 9);
+
+    /* Only zeros after the last frame: nothing is cut, the tail goes. */
+    spit(p, z, len + 65536);
+    memcpy(z, d, len);
+    spit(p, z, len + 65536);
+    assert_int_equal(tally_open(&t, dir, &o, &rec), 0);
+    assert_int_equal(rec.cut_bytes, 0);
+    assert_int_equal(rec.cut_first_seq, 0);
+    assert_int_equal(tally_close(t), 0);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal((size_t)st.st_size, len);
+    free(z);
+    free(d);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     for (int i = 0; i < (int)sizeof key; i++)
@@ -357,6 +411,7 @@ int main(void)
         cmocka_unit_test(torn_segment_before_empty_one),
         cmocka_unit_test(background_seal_failure_poisons),
         cmocka_unit_test(live_reader_follows),
+        cmocka_unit_test(reserved_zero_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,6 +53,25 @@ int ti_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
+int ti_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 ssize_t ti_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
     uint8_t *p = buf;

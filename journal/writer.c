@@ -66,7 +66,8 @@ struct tally {
     uint64_t segno;
     char segname[TF_SEG_NAME_LEN + 1];
     uint64_t seg_bytes;  /* header + every frame, written or buffered */
-    uint64_t file_off;   /* bytes written to segfd (only the I/O thread) */
+    uint64_t file_off;   /* bytes written to segfd (changed by the I/O
+                          * thread, under the lock) */
     uint64_t seg_frames;
 
     /* the chain */
@@ -117,10 +118,10 @@ static int dbg_hit(tally *t, int op)
     return -(d->err ? d->err : EIO);
 }
 
-static int w_write(tally *t, int fd, const void *p, size_t n)
+static int w_write(tally *t, int fd, const void *p, size_t n, uint64_t off)
 {
     int rc = dbg_hit(t, TALLY_DEBUG_WRITE);
-    return rc ? rc : ti_write_all(fd, p, n);
+    return rc ? rc : ti_pwrite_all(fd, p, n, off);
 }
 
 static int w_sync(tally *t, int fd, bool data_only)
@@ -186,19 +187,21 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
     snprintf(tmp, sizeof tmp, "%s.tmp", ns->name);
     *what = "create";
     int fd = openat(t->dirfd, tmp,
-                    O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     *what = "header write";
-    int rc = w_write(t, fd, ns->hdr, sizeof ns->hdr);
+    int rc = w_write(t, fd, ns->hdr, sizeof ns->hdr, 0);
     if (rc == 0) {
-        /* Reserve the segment's blocks up front (the file size does not
-         * change): an fdatasync after an append then has no allocation to
-         * commit. Advisory; trimmed when the segment is sealed or closed. */
+        /* Reserve the segment's space up front, file size included, so that
+         * an fdatasync after an append has no size change to commit: the
+         * file ends in zero bytes until the segment is sealed or closed
+         * (FORMAT.md §4). Where fallocate is not supported the file simply
+         * grows. */
         uint64_t pre = t->meta.segment_size + (64u << 10);
         if (pre > (1ull << 30))
             pre = 1ull << 30;
-        (void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)pre);
+        (void)fallocate(fd, 0, 0, (off_t)pre);
         *what = "fsync";
         rc = w_sync(t, fd, false);
     }
@@ -243,8 +246,12 @@ static int start_segment(tally *t)
 static int seal_io(tally *t, int oldfd, uint64_t len, const struct newseg *ns,
                    int *ret_fd)
 {
-    (void)ftruncate(oldfd, (off_t)len); /* frees the unused reservation */
-    int rc = w_sync(t, oldfd, true);
+    /* A sealed segment file ends with its last frame (FORMAT.md §4): the
+     * reserved zero tail goes before the sync, and before the next file
+     * exists. */
+    int rc = ftruncate(oldfd, (off_t)len) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = w_sync(t, oldfd, true);
     close(oldfd);
     if (rc < 0) {
         ti_msg(t->errmsg, sizeof t->errmsg, "sealing the segment before %s: "
@@ -306,10 +313,11 @@ static int flush_locked(tally *t, bool sync)
     t->flushing = true;
     pthread_mutex_unlock(&t->mu);
 
+    uint64_t off = t->file_off;
     int rc = 0;
     const char *what = "write";
     if (out.len)
-        rc = w_write(t, fd, out.p, out.len);
+        rc = w_write(t, fd, out.p, out.len, off);
     if (rc == 0 && sync) {
         what = "fdatasync";
         rc = w_sync(t, fd, true);
@@ -317,11 +325,9 @@ static int flush_locked(tally *t, bool sync)
         /* Start writeback now (it does not wait), so that the fdatasync at
          * rollover or close finds little left to do. Advisory only: its
          * result changes no promise. */
-        (void)sync_file_range(fd, (off64_t)(t->file_off), (off64_t)out.len,
+        (void)sync_file_range(fd, (off64_t)off, (off64_t)out.len,
                               SYNC_FILE_RANGE_WRITE);
     }
-    if (rc == 0)
-        t->file_off += out.len;
 
     pthread_mutex_lock(&t->mu);
     t->flushing = false;
@@ -329,6 +335,7 @@ static int flush_locked(tally *t, bool sync)
     if (rc < 0)
         set_poison(t, rc, what);
     else {
+        t->file_off = off + out.len;
         t->written_seq = upto;
         if (sync)
             t->durable_seq = upto;
@@ -372,11 +379,12 @@ static int maybe_rollover(tally *t)
         }
         int rc = 0;
         if (t->cur.len) {
-            rc = w_write(t, t->segfd, t->cur.p, t->cur.len);
+            rc = w_write(t, t->segfd, t->cur.p, t->cur.len, t->file_off);
             if (rc < 0) {
                 set_poison(t, rc, "write");
                 return rc;
             }
+            t->file_off += t->cur.len;
             t->cur.len = 0;
             t->written_seq = t->seq;
         }
@@ -903,8 +911,13 @@ int tally_close(tally *t)
     pthread_mutex_unlock(&t->mu);
     if (t->seal_joinable)
         pthread_join(t->seal_thr, NULL);
-    if (rc == 0 && !empty && t->segfd >= 0)
-        (void)ftruncate(t->segfd, (off_t)t->seg_bytes); /* unused blocks */
+    if (rc == 0 && !empty && t->segfd >= 0) {
+        /* Leave the file ending with its last frame (the reserved zero tail
+         * is only ever in a segment that is being written). */
+        if (ftruncate(t->segfd, (off_t)t->seg_bytes) < 0 ||
+            fdatasync(t->segfd) < 0)
+            rc = -errno;
+    }
     if (rc == 0 && empty && t->segfd >= 0) {
         /* A segment that never got a record is left out, as recovery would
          * remove it at the next open (FORMAT.md §6). */
