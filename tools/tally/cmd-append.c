@@ -49,6 +49,8 @@ const char cmd_append_usage[] =
     "\n"
     "Options:\n"
     "  --key-file FILE   master key; default $TALLY_KEY_FILE. Required.\n"
+    "  --key-source SPEC or a key source: file:PATH, env:NAME, dstack:[PATH]\n"
+    "                    (README \"Keys\"); default $TALLY_KEY_SOURCE\n"
     "  --type T          record type, 0-65279 (0x0-0xfeff); default 0\n"
     "  --key K           record key (at most 1024 bytes) for every record;\n"
     "                    default none. It is stored encrypted like the payload.\n"
@@ -438,6 +440,7 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "type", required_argument, NULL, OPT_TYPE },
         { "key", required_argument, NULL, OPT_KEY },
         { "sync", required_argument, NULL, OPT_SYNC },

@@ -42,12 +42,17 @@ const char cmd_cat_usage[] =
     "\n"
     "Options:\n"
     "  --key-file FILE  master key; default $TALLY_KEY_FILE. Required.\n"
+    "  --key-source SPEC  or a key source: file:PATH, env:NAME, dstack:[PATH]\n"
+    "                   (README \"Keys\"); default $TALLY_KEY_SOURCE\n"
     "  --from SEQ       first seq to print (default 1)\n"
     "  --to SEQ         last seq to print (default: the last record)\n"
     "  --json           JSON lines instead of text\n"
     "  --all            also print records whose body was removed (pruned by\n"
     "                   compaction): as \"SEQ TIMESTAMP pruned\", or in JSON\n"
     "                   {\"seq\":N,\"ts\":NS,\"pruned\":true}; skipped by default\n"
+    "                   Records of a key epoch that 'tally forget' destroyed\n"
+    "                   likewise, as \"forgotten\"; without --all, their count\n"
+    "                   is reported on stderr\n"
     ANCHOR_OPTS_SHORT_HELP
     "  -h, --help       show this help and exit\n"
     "\n"
@@ -62,7 +67,10 @@ static int print_json(const tally_record *r)
     printf("{\"seq\":%llu,\"ts\":%llu", (unsigned long long)r->seq,
            (unsigned long long)r->ts_ns);
     if (!r->decrypted) {
-        fputs(",\"pruned\":true}\n", stdout);
+        /* With the key, only a forgotten epoch leaves a stored body
+         * undecrypted (the iterator fails on any other reason). */
+        fputs(r->kind == 3 ? ",\"pruned\":true}\n" : ",\"forgotten\":true}\n",
+              stdout);
         return 0;
     }
     printf(",\"type\":%u", (unsigned)r->type);
@@ -91,7 +99,7 @@ static void print_text(const tally_record *r)
     cli_format_ts(r->ts_ns, ts);
     printf("%llu %s ", (unsigned long long)r->seq, ts);
     if (!r->decrypted) {
-        fputs("pruned\n", stdout);
+        fputs(r->kind == 3 ? "pruned\n" : "forgotten\n", stdout);
         return;
     }
     printf("%u ", (unsigned)r->type);
@@ -112,6 +120,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "from", required_argument, NULL, OPT_FROM },
         { "to", required_argument, NULL, OPT_TO },
         { "json", no_argument, NULL, OPT_JSON },
@@ -121,7 +130,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *key_file = NULL, *key_path, *dir;
-    uint64_t from = 1, to = UINT64_MAX;
+    uint64_t from = 1, to = UINT64_MAX, forgotten = 0;
     uint8_t *key = NULL;
     tally_iter *it = NULL;
     tally_record r;
@@ -203,8 +212,11 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
             break;
         if (r.seq < from)
             continue;
-        if (!r.decrypted && !all)
+        if (!r.decrypted && !all) {
+            if (r.kind != 3)
+                forgotten++;
             continue;
+        }
         if (json) {
             rc = print_json(&r);
             if (rc < 0) {
@@ -218,6 +230,10 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
             break;
     }
     tally_iter_free(it);
+    if (forgotten > 0)
+        fprintf(stderr, "tally %s: %llu records not shown: their key epoch "
+                "was forgotten ('tally forget'); --all lists them\n",
+                self->name, (unsigned long long)forgotten);
     if (status == EXIT_OK)
         status = cli_flush_stdout(self);
     return status;

@@ -55,6 +55,8 @@ const char cmd_checkpoint_usage[] =
     "\n"
     "Options:\n"
     "  --key-file FILE   master key; default $TALLY_KEY_FILE. Required.\n"
+    "  --key-source SPEC or a key source: file:PATH, env:NAME, dstack:[PATH]\n"
+    "                    (README \"Keys\"); default $TALLY_KEY_SOURCE\n"
     "  --every SECONDS   anchor every SECONDS (1-86400) until stopped\n"
     "  -h, --help        show this help and exit\n"
     "\n"
@@ -158,6 +160,7 @@ int cmd_checkpoint(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "every", required_argument, NULL, OPT_EVERY },
         { "help", no_argument, NULL, 'h' },
         ANCHOR_LONG_OPTIONS,

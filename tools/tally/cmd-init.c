@@ -27,6 +27,9 @@ const char cmd_init_usage[] =
     "Options:\n"
     "  --key-file FILE      master key (see 'tally keygen'); default\n"
     "                       $TALLY_KEY_FILE. Required.\n"
+    "  --key-source SPEC    or the master key from a key source: file:PATH,\n"
+    "                       env:NAME, dstack:[PATH] (README \"Keys\");\n"
+    "                       default $TALLY_KEY_SOURCE\n"
     "  --name NAME          journal name, 1-255 bytes of UTF-8 (default\n"
     "                       \"default\"); the journal id is derived from the key\n"
     "                       and this name, so it can be recomputed later\n"
@@ -96,6 +99,7 @@ int cmd_init(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "name", required_argument, NULL, OPT_NAME },
         { "journal-id", required_argument, NULL, OPT_ID },
         { "cipher", required_argument, NULL, OPT_CIPHER },

@@ -52,6 +52,8 @@ const char cmd_status_usage[] =
     "  --key-file FILE   master key: derives the journal id for a missing DIR\n"
     "                    and authenticates CHECKPOINT records; default\n"
     "                    $TALLY_KEY_FILE; optional\n"
+    "  --key-source SPEC or a key source: file:PATH, env:NAME, dstack:[PATH]\n"
+    "                    (README \"Keys\"); default $TALLY_KEY_SOURCE\n"
     "  --name NAME       journal name the id derives from (default \"default\");\n"
     "                    given, DIR must hold that journal\n"
     "  --journal-id HEX  the journal id (64 hex digits) instead of key + name\n"
@@ -172,6 +174,7 @@ int cmd_status(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "name", required_argument, NULL, OPT_NAME },
         { "journal-id", required_argument, NULL, OPT_ID },
         { "json", no_argument, NULL, OPT_JSON },

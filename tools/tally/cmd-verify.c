@@ -50,6 +50,8 @@ const char cmd_verify_usage[] =
     "Options:\n"
     "  --key-file FILE  verify with this master key; default $TALLY_KEY_FILE;\n"
     "                   without either, verifies without the key\n"
+    "  --key-source SPEC  or a key source: file:PATH, env:NAME, dstack:[PATH]\n"
+    "                   (README \"Keys\"); default $TALLY_KEY_SOURCE\n"
     "  --no-key         verify without the key even if TALLY_KEY_FILE is set\n"
     "  --json           print one JSON object\n"
     ANCHOR_OPTS_SHORT_HELP
@@ -230,6 +232,7 @@ int cmd_verify(const struct cli_cmd *self, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "key-file", required_argument, NULL, OPT_KEY_FILE },
+        { "key-source", required_argument, NULL, OPT_KEY_FILE },
         { "no-key", no_argument, NULL, OPT_NO_KEY },
         { "json", no_argument, NULL, OPT_JSON },
         { "help", no_argument, NULL, 'h' },

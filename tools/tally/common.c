@@ -13,6 +13,8 @@
 
 #include <sodium.h>
 
+#include "keysource.h"
+
 const char cli_exit_status_help[] =
     "Exit status:\n"
     "  0  success\n"
@@ -21,7 +23,8 @@ const char cli_exit_status_help[] =
     "  3  integrity failure (tampered, corrupt, truncated in the middle)\n"
     "  4  freshness failure (rolled back, forked, deleted, stale anchor)\n"
     "  5  wrong or unavailable key (wrong key, key file missing, unreadable,\n"
-    "     malformed or readable by group/others)\n";
+    "     malformed or readable by group/others, key agent unreachable or\n"
+    "     refusing)\n";
 
 int cli_help(const struct cli_cmd *self)
 {
@@ -79,6 +82,9 @@ const char *cli_key_path(const char *opt_path)
 
     if (opt_path != NULL)
         return opt_path;
+    env = getenv("TALLY_KEY_SOURCE");
+    if (env != NULL && env[0] != '\0')
+        return env;
     env = getenv("TALLY_KEY_FILE");
     return env != NULL && env[0] != '\0' ? env : NULL;
 }
@@ -86,20 +92,39 @@ const char *cli_key_path(const char *opt_path)
 int cli_key_load(const struct cli_cmd *self, const char *path,
                  uint8_t **ret_key)
 {
+    /* env: sources are scrubbed from the environment once read, so that
+     * /proc/PID/environ and child processes do not show the key. */
+    const tally_keysource_opts ko = { .flags = TALLY_KEYSOURCE_SCRUB_ENV };
+    char err[512];
     uint8_t *key;
     int rc;
 
     key = sodium_malloc(TALLY_KEY_BYTES);
     if (key == NULL) {
-        cli_error(self, "allocating locked memory for key", path,
+        cli_error(self, "allocating locked memory for key", NULL,
                   strerror(ENOMEM));
         return EXIT_OPERATIONAL;
     }
-    rc = tally_key_load(path, key);
+    if (!tally_keysource_is_spec(path)) {
+        /* A bare path is a key file: --key-file F is --key-source file:F. */
+        rc = tally_key_load(path, key);
+        if (rc < 0) {
+            sodium_free(key); /* wipes */
+            cli_error(self, "loading key file", path, tally_strerror(rc));
+            return EXIT_KEY;
+        }
+        *ret_key = key;
+        return EXIT_OK;
+    }
+    rc = tally_keysource_load(path, &ko, key, err, sizeof err);
     if (rc < 0) {
-        sodium_free(key); /* wipes */
-        cli_error(self, "loading key file", path, tally_strerror(rc));
-        return EXIT_KEY;
+        sodium_free(key);
+        /* The message names the source (a file, a variable's name, the
+         * agent's socket), never key bytes. */
+        cli_error(self, "loading key from", path, err);
+        if (rc == -EINVAL)
+            return EXIT_USAGE;
+        return rc == -ENOMEM ? EXIT_OPERATIONAL : EXIT_KEY;
     }
     *ret_key = key;
     return EXIT_OK;

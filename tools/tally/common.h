@@ -48,6 +48,9 @@ int cmd_verify(const struct cli_cmd *self, int argc, char **argv);
 int cmd_anchor_deploy(const struct cli_cmd *self, int argc, char **argv);
 int cmd_checkpoint(const struct cli_cmd *self, int argc, char **argv);
 int cmd_status(const struct cli_cmd *self, int argc, char **argv);
+/* key epochs (cmd-rekey.c, cmd-forget.c) */
+int cmd_rekey(const struct cli_cmd *self, int argc, char **argv);
+int cmd_forget(const struct cli_cmd *self, int argc, char **argv);
 #ifdef TALLY_WITH_TALLYD
 /* tallyd verbs (tools/tallyd/cli.c), when nanomsg is there */
 int cmd_send(const struct cli_cmd *self, int argc, char **argv);
@@ -79,14 +82,18 @@ int cli_fail(const struct cli_cmd *self, const char *what, const char *path,
 /* Prepares getopt_long for a subcommand's argv (argv[0] = its name). */
 void cli_getopt_reset(void);
 
-/* Resolves the key file: the --key-file argument if given, else
- * $TALLY_KEY_FILE, else NULL. */
+/* Resolves the key: the --key-file / --key-source argument if given, else
+ * $TALLY_KEY_SOURCE, else $TALLY_KEY_FILE, else NULL. The result is a key
+ * source spec (file:PATH, env:NAME, dstack:[PATH]; journal/keysource.h)
+ * or, without one of those prefixes, a key file path. */
 const char *cli_key_path(const char *opt_path);
 
-/* Loads the master key from path into sodium_malloc'd memory (*ret_key,
- * release with cli_key_free). Returns EXIT_OK, or reports the failure
- * (never the key bytes) and returns EXIT_KEY: a key that cannot be loaded
- * is an unavailable key. */
+/* Loads the master key that path (a key file path or a key source spec,
+ * see cli_key_path) names into sodium_malloc'd memory (*ret_key, release
+ * with cli_key_free). An env: source is removed from the environment once
+ * read. Returns EXIT_OK, or reports the failure (never the key bytes) and
+ * returns EXIT_KEY (a key that cannot be loaded is an unavailable key;
+ * EXIT_USAGE for a malformed spec). */
 int cli_key_load(const struct cli_cmd *self, const char *path,
                  uint8_t **ret_key);
 void cli_key_free(uint8_t *key);

@@ -22,6 +22,8 @@ extern const char cmd_verify_usage[];
 extern const char cmd_anchor_deploy_usage[];
 extern const char cmd_checkpoint_usage[];
 extern const char cmd_status_usage[];
+extern const char cmd_rekey_usage[];
+extern const char cmd_forget_usage[];
 
 static const struct cli_cmd commands[] = {
     { "keygen", cmd_keygen, "create a new random master key file", cmd_keygen_usage },
@@ -33,6 +35,8 @@ static const struct cli_cmd commands[] = {
     { "status", cmd_status, "freshness verdict of a journal against its anchor", cmd_status_usage },
     { "checkpoint", cmd_checkpoint, "anchor the head on a chain (once or every N s)", cmd_checkpoint_usage },
     { "anchor-deploy", cmd_anchor_deploy, "deploy the JournalAnchor contract, print its address", cmd_anchor_deploy_usage },
+    { "rekey",  cmd_rekey,  "start a new key epoch, or move to a new master key", cmd_rekey_usage },
+    { "forget", cmd_forget, "destroy the keys of old epochs (crypto-erasure)", cmd_forget_usage },
 #ifdef TALLY_WITH_TALLYD
     { "send",   cmd_send,   "append lines of stdin through a running tallyd", tally_client_send_usage },
     { "follow", cmd_follow, "print what a running tallyd commits, live", tally_client_follow_usage },
@@ -69,6 +73,10 @@ static void general_usage(FILE *f)
           "\n"
           "Environment:\n"
           "  TALLY_KEY_FILE  key file to use when --key-file is not given\n"
+          "  TALLY_KEY_SOURCE  key source (file:PATH, env:NAME, dstack:PATH) to\n"
+          "                  use when no key option is given; before\n"
+          "                  TALLY_KEY_FILE\n"
+          "  DSTACK_SIMULATOR_ENDPOINT  the dstack agent's socket or URL\n"
           "  TALLY_RPC_URL, TALLY_CONTRACT, TALLY_SIGNER_KEY_FILE\n"
           "                  the anchor target when no anchor option is given\n"
           "                  (commands that take anchor options; README\n"
