@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # demo.sh — the README's main job: a journal is created, written to, its
 # writer crashed with kill -9 mid-stream, recovered, replayed and verified;
-# then one flipped byte is caught with its place. Builds nothing: run
-# scripts/build.sh first (the README command does). Uses $TALLY, else
-# build/tools/tally. Exits non-zero if any expectation fails.
+# then one flipped byte is caught with its place. Then a local Ethereum node
+# is started (tests/chain/ganache.sh), the anchor contract deployed, a
+# writer anchors its journal as it appends, and a rollback attack (an old
+# copy of the directory put back) is refused with exit 4. Builds nothing:
+# run scripts/build.sh first (the README command does; scripts/setup.sh
+# installs the node). Uses $TALLY, else build/tools/tally. Exits non-zero if
+# any expectation fails.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 TALLY=${TALLY:-$root/build/tools/tally}
@@ -15,13 +19,17 @@ command -v jq >/dev/null || { echo "demo: jq is needed (bash scripts/setup.sh)" 
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tally-demo.XXXXXX")
 pids=()
+node_pid=""
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ -n "$node_pid" ]; then "$root/tests/chain/ganache.sh" stop "$node_pid" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 cd "$work"
-unset TALLY_KEY_FILE
+unset TALLY_KEY_FILE TALLY_RPC_URL TALLY_CONTRACT TALLY_SIGNER_KEY_FILE
 
 if [ -t 1 ]; then B=$'\033[1m' D=$'\033[2m' G=$'\033[32m' R=$'\033[31m' N=$'\033[0m'
 else B='' D='' G='' R='' N=''; fi
@@ -150,5 +158,79 @@ for k in "" "--key-file demo.key"; do
     || die "verify $k did not name the segment, offset and seq"
 done
 expect_ok "tampering is caught, with and without the key, and its place is named"
+
+step "10. A local Ethereum node and the anchor contract"
+say "Nothing above stops the operator of the directory from putting back an old copy:"
+say "every old copy is a valid journal. The anchor on a chain does."
+cmd "tests/chain/ganache.sh start --db chain      # a local node, its chain kept in ./chain"
+set +e; node=$("$root/tests/chain/ganache.sh" start --db "$work/chain" --log "$work/node.log"); rc=$?; set -e
+[ "$rc" -eq 0 ] || die "the local node did not start (exit $rc; run bash scripts/setup.sh)"
+read -r port node_pid <<<"$node"
+export TALLY_RPC_URL="http://127.0.0.1:$port"
+say "node on $TALLY_RPC_URL (pid $node_pid)"
+say "the writer signs its anchor transactions itself with a key of its own (here the"
+say "node's public test account #1), kept in a 0600 file like the master key:"
+cmd "echo 0x6cbe...a2a1 > writer.key; chmod 600 writer.key"
+( umask 077; echo 0x6cbed15c793ce57650b9877cf6fa156fbef513c4e6134f022a85b1ffdd59b2a1 >writer.key )
+export TALLY_SIGNER_KEY_FILE=writer.key
+cmd "export TALLY_RPC_URL=$TALLY_RPC_URL TALLY_SIGNER_KEY_FILE=writer.key"
+cmd "tally anchor-deploy"
+contract=$(tally anchor-deploy)
+say "$contract"
+[[ "$contract" =~ ^0x[0-9a-fA-F]{40}$ ]] || die "anchor-deploy printed no address: $contract"
+export TALLY_CONTRACT=$contract
+cmd "export TALLY_CONTRACT=$contract"
+expect_ok "the JournalAnchor contract is deployed; one contract serves every journal"
+
+step "11. A writer that anchors as it goes"
+cmd "tally init ledger --key-file demo.key --name ledger"
+tally init ledger --key-file demo.key --name ledger | sed 's/^/   /'
+cmd "(payments, one every 40 ms) | tally append ledger --key-file demo.key --ack --checkpoint-every 1"
+( for i in $(seq 1 60); do echo "payment $i"; sleep 0.04; done ) \
+  | tally append ledger --key-file demo.key --ack --checkpoint-every 1 >ledger.acks 2>anchor.log \
+  || { sed 's/^/   /' anchor.log; die "the anchored writer failed"; }
+sed 's/^/   /' anchor.log
+[ "$(wc -l <ledger.acks)" -eq 60 ] || die "expected 60 acks"
+grep -q 'checkpoint: anchored seq' anchor.log || die "the writer anchored nothing"
+say "(each round anchored the head and appended a CHECKPOINT record naming the block)"
+cmd "tally checkpoint ledger --key-file demo.key      # anchor the tail once"
+tally checkpoint ledger --key-file demo.key | sed 's/^/   /'
+cmd "tally status ledger"
+tally status ledger | sed 's/^/   /'
+[ "$(tally status ledger --json | jq -r .verdict)" = fresh ] || die "the ledger is not fresh"
+anchored=$(tally status ledger --json | jq .anchored.seq)
+expect_ok "fresh: the local journal holds what the chain says was anchored (seq $anchored)"
+
+step "12. The rollback attack: an old copy of the directory is put back"
+cmd "cp -a ledger ledger.saved                         # the operator keeps a copy"
+cp -a ledger ledger.saved
+cmd "printf 'refund 1\nrefund 2\nrefund 3\n' | tally append ledger --key-file demo.key"
+printf 'refund 1\nrefund 2\nrefund 3\n' | tally append ledger --key-file demo.key
+cmd "tally checkpoint ledger --key-file demo.key"
+tally checkpoint ledger --key-file demo.key | sed 's/^/   /'
+cmd "rm -rf ledger && mv ledger.saved ledger          # ... and puts the old copy back"
+rm -rf ledger && mv ledger.saved ledger
+cmd "TALLY_RPC_URL= tally verify ledger --key-file demo.key     # without the anchor"
+TALLY_RPC_URL='' tally verify ledger --key-file demo.key | head -n 1 | sed 's/^/   /'
+say "the copy is a perfectly valid journal: encryption and the hash chain cannot tell."
+cmd "tally status ledger"
+set +e; tally status ledger >status.out 2>&1; rc=$?; set -e
+sed 's/^/   /' status.out
+say "exit status $rc"
+[ "$rc" -eq 4 ] || die "status of the old copy: exit $rc, want 4"
+grep -q '^ledger: rolled_back' status.out || die "status did not say rolled_back"
+cmd "echo 'refund 4' | tally append ledger --key-file demo.key"
+set +e; echo 'refund 4' | tally append ledger --key-file demo.key >/dev/null 2>append.err; rc=$?; set -e
+sed 's/^/   /' append.err
+say "exit status $rc"
+[ "$rc" -eq 4 ] || die "append to the old copy: exit $rc, want 4"
+grep -Eq 'local journal ends at seq [0-9]+ .*but seq [0-9]+ \(head 0x[0-9a-f]+\.\.\.\) is anchored in block [0-9]+' append.err \
+  || die "the refusal does not name both sides"
+expect_ok "the rollback is refused (exit 4); the message names the local head and the anchor"
+
+step "13. Stop the node"
+cmd "tests/chain/ganache.sh stop $node_pid"
+"$root/tests/chain/ganache.sh" stop "$node_pid"
+node_pid=""
 
 printf '\n%sdemo: all expectations held%s\n' "$B" "$N"

@@ -124,6 +124,11 @@ struct appender {
     size_t rkey_len;
     uint64_t appended; /* last seq appended (0: none yet) */
     uint64_t acked;    /* last seq printed */
+    /* --ack: our seqs not yet printed, as ranges. They are dense unless
+     * the checkpointer appends CHECKPOINT records between our batches,
+     * whose seqs are not ours to acknowledge. */
+    struct seq_range { uint64_t first, last; } *pending;
+    size_t npending, cap_pending;
     tally_checkpointer *cp;  /* --anchored / --checkpoint-every, else NULL */
     int anchored;            /* --anchored: ack only what an anchor covers */
     uint32_t anchor_timeout_ms;
@@ -231,15 +236,20 @@ static int ack_upto(struct appender *a, uint64_t seq)
 
     if (!a->ack)
         return EXIT_OK;
-    while (a->acked < seq) {
+    while (a->npending > 0 && a->pending[0].first <= seq) {
+        struct seq_range *r = &a->pending[0];
         if (sizeof buf - len < 24) {
             rc = write_all(STDOUT_FILENO, buf, len);
             if (rc < 0)
                 goto fail;
             len = 0;
         }
+        a->acked = r->first++;
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%llu\n",
-                                (unsigned long long)++a->acked);
+                                (unsigned long long)a->acked);
+        if (r->first > r->last)
+            memmove(a->pending, a->pending + 1,
+                    --a->npending * sizeof *a->pending);
     }
     rc = write_all(STDOUT_FILENO, buf, len);
     if (rc < 0)
@@ -248,6 +258,33 @@ static int ack_upto(struct appender *a, uint64_t seq)
 fail:
     cli_error(a->self, "writing acknowledgements to", "stdout", strerror(-rc));
     return EXIT_OPERATIONAL;
+}
+
+/* Notes that our records got seqs first..last. */
+static int note_appended(struct appender *a, uint64_t first, uint64_t last)
+{
+    a->appended = last;
+    if (!a->ack)
+        return EXIT_OK;
+    if (a->npending > 0 && a->pending[a->npending - 1].last + 1 == first) {
+        a->pending[a->npending - 1].last = last;
+        return EXIT_OK;
+    }
+    if (a->npending == a->cap_pending) {
+        size_t cap = a->cap_pending ? 2 * a->cap_pending : 16;
+        struct seq_range *p = realloc(a->pending, cap * sizeof *p);
+        if (p == NULL) {
+            cli_error(a->self, "keeping acknowledgements for", a->dir,
+                      strerror(ENOMEM));
+            return EXIT_OPERATIONAL;
+        }
+        a->pending = p;
+        a->cap_pending = cap;
+    }
+    a->pending[a->npending].first = first;
+    a->pending[a->npending].last = last;
+    a->npending++;
+    return EXIT_OK;
 }
 
 /* Acknowledges what the writer reports durable (interval policy). */
@@ -296,14 +333,16 @@ static int append_records(struct appender *a, const tally_record_in *recs,
                                            a->anchor_timeout_ms, &seq);
                 if (rc < 0 && seq == 0)
                     return fail(a, "appending to journal", rc);
-                a->appended = seq;
+                if (note_appended(a, seq, seq) != EXIT_OK)
+                    return EXIT_OPERATIONAL;
                 if (rc < 0 && (rc = wait_anchored(a, seq)) != EXIT_OK)
                     return rc;
             } else {
                 rc = tally_append(a->t, &recs[i], &seq);
                 if (rc < 0)
                     return fail(a, "appending to journal", rc);
-                a->appended = seq;
+                if (note_appended(a, seq, seq) != EXIT_OK)
+                    return EXIT_OPERATIONAL;
             }
             rc = ack_upto(a, seq);
             if (rc != EXIT_OK)
@@ -314,7 +353,8 @@ static int append_records(struct appender *a, const tally_record_in *recs,
     rc = tally_append_batch(a->t, recs, n, &seq);
     if (rc < 0)
         return fail(a, "appending to journal", rc);
-    a->appended = seq + n - 1;
+    if (note_appended(a, seq, seq + n - 1) != EXIT_OK)
+        return EXIT_OPERATIONAL;
     if (a->anchored) {
         /* One wait for the batch: a round anchors the head, which covers
          * all of it (and a round syncs before it anchors). */
@@ -679,5 +719,6 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         status = cli_fail(self, "closing journal", a.dir, rc, NULL);
     free(r.buf);
     free(recs);
+    free(a.pending);
     return status;
 }

@@ -54,7 +54,7 @@ rpc() {  # URL METHOD PARAMS -> the result, as JSON
 wait_for() {  # PATTERN FILE SECONDS [SKIP_LINES]: a line after the first SKIP_LINES matches
   local i
   for i in $(seq 1 $(($3 * 10))); do
-    tail -n +$((${4:-0} + 1)) "$2" | grep -q -- "$1" && return 0
+    tail -n +$((${4:-0} + 1)) "$2" 2>/dev/null | grep -q -- "$1" && return 0
     sleep 0.1
   done
   return 1
