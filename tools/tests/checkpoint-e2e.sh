@@ -272,6 +272,11 @@ check "N1 back on port $P1 with its chain" test "${port:-}" = "$P1" -a "$(rpc "$
 check "anchoring resumes once the node is back" wait_for 'checkpoint: anchored seq' append.err 20 "$lines"
 kill "$feeder"; wait "$app"; rc=$?
 check "the appender exits 0 at the end of its input" test "$rc" -eq 0
+expect 0 "cat j6" tally cat j6 --key-file k --json
+jq -r 'select(.type==65282).seq' out | sort >ckpt.seqs
+jq -r 'select(.type==0).seq' out | sort >own.seqs
+check "the checkpointer appended CHECKPOINT records between the appends" test "$(wc -l <ckpt.seqs)" -ge 2
+check "--ack acknowledged exactly the appender's own records, not the CHECKPOINT seqs" cmp -s own.seqs <(sort acks)
 expect 0 "status j6" tally status j6 "${A[@]}" --json
 check "fresh, anchored past what was appended during the outage" jq1 '.verdict=="fresh" and .anchored.seq>=($d|tonumber)' out --arg d "$during"
 check "lag grew while the node was down" bash -c "grep 'anchoring failed' append.err | tail -n 1 | grep -Eq 'lag ([2-9][0-9]|[0-9]{3,}) records'"
