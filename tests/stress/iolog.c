@@ -1,6 +1,7 @@
 /*
  * iolog.c — an LD_PRELOAD shim that logs every write, pwrite, ftruncate,
- * fsync, fdatasync, rename and unlink a process makes in one directory,
+ * fallocate, fsync, fdatasync, rename and unlink a process makes in one
+ * directory,
  * with the data, for the power-loss replayer (powerloss.c, iolog.h).
  *
  *   IOLOG_FILE=log IOLOG_DIR=journal LD_PRELOAD=iolog.so tally append ...
@@ -52,6 +53,10 @@ REAL(ssize_t, pwrite, int, const void *, size_t, off_t)
 REAL(ssize_t, pwrite64, int, const void *, size_t, off_t)
 REAL(int, ftruncate, int, off_t)
 REAL(int, ftruncate64, int, off_t)
+REAL(int, fallocate, int, int, off_t, off_t)
+REAL(int, fallocate64, int, int, off_t, off_t)
+REAL(int, posix_fallocate, int, off_t, off_t)
+REAL(int, posix_fallocate64, int, off_t, off_t)
 REAL(int, fsync, int)
 REAL(int, fdatasync, int)
 REAL(int, rename, const char *, const char *)
@@ -91,19 +96,27 @@ static void raw_write_all(const void *p, size_t n)
 }
 
 /* With mu held. */
-static void emit(uint32_t op, uint64_t ino, uint64_t off, uint64_t aux,
-                 const char *name, size_t name_len, const void *data,
-                 uint64_t len)
+static void emit_flags(uint32_t op, uint64_t ino, uint64_t off, uint64_t aux,
+                       const char *name, size_t name_len, const void *data,
+                       uint64_t len, uint32_t flags)
 {
     struct iolog_ev ev = {
         .magic = IOLOG_MAGIC, .op = op, .index = next_index++, .ino = ino,
         .off = off, .len = len, .aux = aux, .name_len = (uint32_t)name_len,
+        .flags = flags,
     };
     raw_write_all(&ev, sizeof ev);
     if (name_len)
         raw_write_all(name, name_len);
     if (len)
         raw_write_all(data, (size_t)len);
+}
+
+static void emit(uint32_t op, uint64_t ino, uint64_t off, uint64_t aux,
+                 const char *name, size_t name_len, const void *data,
+                 uint64_t len)
+{
+    emit_flags(op, ino, off, aux, name, name_len, data, len, 0);
 }
 
 /* The path of an fd (from /proc); 0 or -1. */
@@ -265,6 +278,48 @@ int ftruncate(int fd, off_t len)
 int ftruncate64(int fd, off_t len)
 {
     return do_truncate(fd, len, 1);
+}
+
+/* which: 0 fallocate, 1 fallocate64, 2 posix_fallocate, 3 its 64 */
+static int do_falloc(int which, int fd, int mode, off_t off, off_t len)
+{
+    int rc;
+    switch (which) {
+    case 0: rc = get_fallocate()(fd, mode, off, len); break;
+    case 1: rc = get_fallocate64()(fd, mode, off, len); break;
+    case 2: rc = get_posix_fallocate()(fd, off, len); break;
+    default: rc = get_posix_fallocate64()(fd, off, len); break;
+    }
+    char buf[PATH_MAX];
+    const char *name;
+    if (rc == 0 && fd_where(fd, &name, buf) == 1) {
+        uint64_t ino = fd_ino(fd);
+        pthread_mutex_lock(&mu);
+        emit_flags(IOLOG_FALLOC, ino, (uint64_t)off, (uint64_t)len, NULL, 0,
+                   NULL, 0, (uint32_t)mode);
+        pthread_mutex_unlock(&mu);
+    }
+    return rc;
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+    return do_falloc(0, fd, mode, off, len);
+}
+
+int fallocate64(int fd, int mode, off_t off, off_t len)
+{
+    return do_falloc(1, fd, mode, off, len);
+}
+
+int posix_fallocate(int fd, off_t off, off_t len)
+{
+    return do_falloc(2, fd, 0, off, len);
+}
+
+int posix_fallocate64(int fd, off_t off, off_t len)
+{
+    return do_falloc(3, fd, 0, off, len);
 }
 
 static int do_sync(int fd, int data_only)

@@ -3,7 +3,8 @@
  * power-loss replayer reads (powerloss.c).
  *
  * The shim records, in the order they complete, the operations of a process
- * that change the files of one directory (IOLOG_DIR) or make them durable,
+ * that change the files (content, size: writes, truncates, fallocate) of
+ * one directory (IOLOG_DIR) or make them durable,
  * with the data written, plus what the process writes to its stdout (the
  * acknowledgements of `tally append --ack`). Each event is a fixed header
  * followed by name bytes and data bytes. Integers are in host order: the
@@ -29,6 +30,7 @@ enum iolog_op {
     IOLOG_ACK,        /* data written to stdout, logged when the write
                        * STARTS: an acknowledgement counts from the first
                        * moment a reader could have seen it */
+    IOLOG_FALLOC,     /* ino, off, aux = length, flags = fallocate mode */
 };
 
 struct iolog_ev {
@@ -40,7 +42,7 @@ struct iolog_ev {
     uint64_t len;      /* data bytes that follow the name */
     uint64_t aux;
     uint32_t name_len; /* name bytes that follow this header */
-    uint32_t reserved;
+    uint32_t flags;    /* FALLOC: the mode */
 };
 
 #endif

@@ -14,8 +14,8 @@
  * in bursts, and either closes or is killed at a random moment. The log is
  * then replayed. At a crash point k (the first k logged operations done):
  *
- *   - a file's content is its base content plus every write and truncate
- *     an fsync/fdatasync covered (one that returned before k, covering what
+ *   - a file's content is its base content plus every write, truncate and
+ *     size change (fallocate) an fsync/fdatasync covered (one that returned before k, covering what
  *     was logged before it was called), plus a random subset of the other
  *     writes, each kept whole, dropped or torn (a prefix of whole 512-byte
  *     sectors kept);
@@ -43,6 +43,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -220,7 +221,7 @@ typedef struct ns_op {
 typedef struct data_op {
     uint64_t index;
     uint64_t ino;
-    int trunc;        /* 1: truncate to off */
+    int trunc;        /* 1: truncate to off; 2: extend to at least off */
     uint64_t off;
     const uint8_t *data;
     size_t len;
@@ -281,7 +282,10 @@ static void apply_ns(names *ns, const ns_op *o)
 
 static void apply_data(bytes *b, const data_op *o, size_t keep)
 {
-    if (o->trunc)
+    if (o->trunc == 2) {
+        if (o->off > b->len)
+            bytes_resize(b, (size_t)o->off); /* zeros */
+    } else if (o->trunc)
         bytes_resize(b, (size_t)o->off);
     else
         bytes_write(b, o->off, o->data, keep);
@@ -350,6 +354,11 @@ static void model_step(model *m, const ev *e)
         break;
     case IOLOG_TRUNC:
         push_data(m, e->h.index, e->h.ino, 1, e->h.off, NULL, 0);
+        break;
+    case IOLOG_FALLOC:
+        /* only a size change shows in the content: zeros to off + len */
+        if (!(e->h.flags & FALLOC_FL_KEEP_SIZE))
+            push_data(m, e->h.index, e->h.ino, 2, e->h.off + e->h.aux, NULL, 0);
         break;
     case IOLOG_FSYNC: {
         uint64_t covers = e->h.aux;
