@@ -132,12 +132,16 @@ typedef struct cfg {
     int fk_req, fk_resp;
 } cfg;
 
+#define MAX_SLICES 64
+
 /* One measured figure; rate < 0 means "not run", err != 0 "failed". */
 typedef struct fig {
     double rate; /* records (or rows, acked appends) per second */
     uint64_t n;
     double secs;
     double cpu_secs; /* > 0: a CPU-bound case, rate is per CPU second */
+    double round_rate[MAX_SLICES]; /* interleaved cases: rate per round */
+    int rounds;
     int err;
     char note[512];
 } fig;
@@ -153,6 +157,31 @@ typedef struct results {
     long rss_base;                         /* child's RSS before reading */
     double big_mb_real, small_mb_real;
 } results;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The median over the rounds of a's rate / b's rate in the same round: the
+ * two ran a second or less apart, so a burst of load on the disk hits both
+ * and cancels out, which the ratio of totals does not. -1 if unknown. */
+static double paired_median(const fig *a, const fig *b)
+{
+    double v[MAX_SLICES];
+    int n = 0;
+
+    if (a->err || b->err)
+        return -1;
+    for (int r = 0; r < a->rounds && r < b->rounds; r++)
+        if (a->round_rate[r] > 0 && b->round_rate[r] > 0)
+            v[n++] = a->round_rate[r] / b->round_rate[r];
+    if (n < 2)
+        return -1;
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
 
 static void fig_init(fig *f)
 {
@@ -401,8 +430,6 @@ static void rec_fill(tally_record_in *in, uint8_t *payload)
  * open journal) across its slices. */
 
 typedef struct scase scase;
-
-#define MAX_SLICES 64
 
 /* Leader/follower group commit state (the group commit limit). */
 typedef struct group {
@@ -812,12 +839,6 @@ static int sc_slice(const cfg *cf, scase *s)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Frees what the case holds; close_fig (may be NULL) gets the time
  * tally_close took. */
 static void sc_teardown(scase *s, fig *close_fig)
@@ -894,8 +915,14 @@ static void run_rounds(const cfg *cf, scase *cs, size_t n, int rounds,
             uint64_t n0 = c->n;
             double s0 = c->secs;
             (void)sc_slice(cf, c);
-            if (!c->failed && c->nslices < MAX_SLICES && c->secs > s0)
-                c->slices[c->nslices++] = (double)(c->n - n0) / (c->secs - s0);
+            if (!c->failed && c->nslices < MAX_SLICES && c->secs > s0) {
+                double rate = (double)(c->n - n0) / (c->secs - s0);
+                c->slices[c->nslices++] = rate;
+                if (r < MAX_SLICES) {
+                    c->f->round_rate[r] = rate;
+                    c->f->rounds = r + 1;
+                }
+            }
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -1454,20 +1481,38 @@ static int print_table(const cfg *cf, const results *r)
 
     printf("\nLimits are ratios' denominators: NONE → CPU limit, ALWAYS → "
            "disk limit, BATCH → group commit limit, replay → replay limit, "
-           "verify → verify limit. Replay and verify read a %.0f MB journal "
-           "just written (page cache warm), each in a child forked from a "
-           "helper process started before any case;",
-           r->big_mb_real);
-    printf(" the child's RSS when it starts reading is %.1f MB.",
-           r->rss_base / 1024.0);
+           "verify → verify limit.");
+    if (r->big_mb_real > 0)
+        printf(" Replay and verify read a %.0f MB journal just written (page "
+               "cache warm), each in a child forked from a helper process "
+               "started before any case; the child's RSS when it starts "
+               "reading is %.1f MB.",
+               r->big_mb_real, r->rss_base / 1024.0);
     if (r->none_close.rate >= 0 && !r->none_close.err)
         printf(" tally_close after the NONE run took %.0f ms.",
                r->none_close.secs * 1e3);
     printf("\n");
 
-    printf("\n† CPU-bound: rated per second of CPU time used (so that other "
-           "load on the machine does not skew the ratios); wall-clock rates "
-           "below.\n");
+    {
+        double a = paired_median(&r->always, &r->disk),
+               b = paired_median(&r->always, &r->sqlite),
+               c = paired_median(&r->batch, &r->sqlite),
+               d = paired_median(&r->batch, &r->group),
+               e = paired_median(&r->disk, &r->disk_grow),
+               g = paired_median(&r->always, &r->disk_grow);
+        if (a > 0 || c > 0)
+            printf("\nPaired per-round ratios (median over rounds; robust to "
+                   "bursts of load on a shared disk): ALWAYS/disk limit "
+                   "%.2fx, ALWAYS/SQLite %.2fx, BATCH/SQLite %.2fx, "
+                   "BATCH/group commit limit %.2fx; ALWAYS/growing file "
+                   "%.2fx, preallocated/growing file %.2fx.\n",
+                   a, b, c, d, g, e);
+    }
+    if (r->cpu.cpu_secs > 0 || r->none.cpu_secs > 0 ||
+        r->replay.cpu_secs > 0 || r->replay_lim.cpu_secs > 0)
+        printf("\n† CPU-bound: rated per second of CPU time used (so that "
+               "other load on the machine does not skew the ratios); "
+               "wall-clock rates below.\n");
     static const struct {
         const char *label;
         size_t off;
