@@ -176,7 +176,7 @@ static void check(struct state *s)
     st_journal_check jc;
     char msg[512];
     /* first pass for the count (links buffer sized after it) */
-    if (st_check_journal(s->dir, s->key, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
+    if (st_check_journal(s->dir, s->key, 0, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
         st_fail("kill %u: %s", s->kills_done, msg);
     if (jc.records > s->links_cap) {
         s->links_cap = jc.records * 2 + 1024;
@@ -184,7 +184,7 @@ static void check(struct state *s)
         if (!s->links)
             st_fail("out of memory");
     }
-    if (st_check_journal(s->dir, s->key, jc.records + 1, s->links, jc.records,
+    if (st_check_journal(s->dir, s->key, 0, jc.records + 1, s->links, jc.records,
                          &jc, msg, sizeof msg) < 0)
         st_fail("kill %u: %s", s->kills_done, msg);
     if (jc.records < s->acked)

@@ -591,7 +591,7 @@ static void check_state(struct run *r, const model *m, uint64_t point,
                    vr.seq);
     st_journal_check jc;
     char msg[512];
-    if (st_check_journal(rdir, r->key, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
+    if (st_check_journal(rdir, r->key, 0, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
         fail_state(r, rdir, point, variant, "%s", msg);
     if (jc.records < required + 1)
         fail_state(r, rdir, point, variant, "holds seqs 1..%" PRIu64
@@ -708,7 +708,7 @@ static void session(struct run *r, unsigned sno)
     free(err);
     st_journal_check jc;
     char msg[512];
-    if (st_check_journal(r->dir, r->key, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
+    if (st_check_journal(r->dir, r->key, 0, 1, NULL, 0, &jc, msg, sizeof msg) < 0)
         st_fail("session %u: base: %s", sno, msg);
     uint64_t base_head = jc.records;
 

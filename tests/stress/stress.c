@@ -347,14 +347,15 @@ void st_load_key(const char *path, uint8_t out[static TALLY_KEY_BYTES])
 
 /* ---- checking a journal --------------------------------------------------------- */
 
-int st_check_journal(const char *dir, const uint8_t *key, uint64_t payload_from,
+int st_check_journal(const char *dir, const uint8_t *key, unsigned flags,
+                     uint64_t payload_from,
                      uint8_t (*links)[TALLY_HASH_BYTES], uint64_t nlinks,
                      st_journal_check *ret, char *err, size_t errlen)
 {
     tally_iter *it = NULL;
     tally_record r;
     uint64_t expect = 1;
-    int rc = tally_iter_open(&it, dir, key, 1, 0);
+    int rc = tally_iter_open(&it, dir, key, 1, flags);
     if (rc < 0) {
         snprintf(err, errlen, "opening a reader on %s: %s", dir,
                  tally_strerror(rc));

@@ -96,10 +96,12 @@ typedef struct st_journal_check {
 } st_journal_check;
 
 /* Reads the whole journal with the key: seqs dense from 1, every payload is
- * st_payload(seq) (or, for seqs below payload_from, not checked). On a
+ * st_payload(seq) (or, for seqs below payload_from, not checked). flags are
+ * tally_iter_open's (TALLY_ITER_TOLERATE_TAIL: a torn tail ends it quietly). On a
  * mismatch or a reader error, writes a message into err and returns -1;
  * 0 on success. links (may be NULL) receives link_seq for seq 1..nlinks. */
-int st_check_journal(const char *dir, const uint8_t *key, uint64_t payload_from,
+int st_check_journal(const char *dir, const uint8_t *key, unsigned flags,
+                     uint64_t payload_from,
                      uint8_t (*links)[TALLY_HASH_BYTES], uint64_t nlinks,
                      st_journal_check *ret, char *err, size_t errlen);
 
