@@ -1619,7 +1619,7 @@ int main(int argc, char **argv)
     if (cf.big_mb < cf.small_mb)
         cf.small_mb = cf.big_mb;
     cf.cpu_secs = cf.quick ? 0.4 : 2.0;
-    cf.sync_secs = cf.quick ? 0.6 : 2.4;
+    cf.sync_secs = cf.quick ? 0.6 : 4.0;
 
     if (sodium_init() < 0) {
         fprintf(stderr, "bench-journal: sodium_init failed\n");
@@ -1673,7 +1673,7 @@ int main(int argc, char **argv)
     size_t ncpu = 0, nsync = 0;
     /* Many short slices: the disk's drift comes in bursts of a second or
      * so, which a few long slices do not average out. */
-    int cpu_rounds = cf.quick ? 2 : 4, sync_rounds = cf.quick ? 3 : 12;
+    int cpu_rounds = cf.quick ? 2 : 4, sync_rounds = cf.quick ? 3 : 20;
     double cpu_slice = cf.cpu_secs / cpu_rounds;
     double sync_slice = cf.sync_secs / sync_rounds;
 #define ADD(list, cnt, bit, k, lab, fg, sl)                             \
