@@ -52,7 +52,7 @@ start_agent() {
     local name=$1 mode=$2
     mkfifo "$W/$name.in"
     "$PYTHON" "$STANDIN" --socket "$W/$name.sock" --mode "$mode" \
-        <"$W/$name.in" >"$W/$name.ready" 2>&1 &
+        --log "$W/$name.log" <"$W/$name.in" >"$W/$name.ready" 2>&1 &
     AGENT_PIDS+=($!)
     exec {fd}>"$W/$name.in" # keeps its stdin open until we exit
     for _ in $(seq 100); do
@@ -142,6 +142,16 @@ if ! [ -e /var/run/dstack.sock ] && ! [ -e /run/dstack.sock ] &&
 fi
 hasnt errs "$DKEY"
 hasnt errs "${DKEY:0:40}"
+
+step "the anchor signer's key from the agent: dstack: is dstack:/tally/anchor"
+# No node listens on port 9: the key loads, then the RPC call fails (1).
+: >"$W/ok.log"
+run 1 "$TALLY" anchor-deploy --rpc http://127.0.0.1:9 --signer-key-source dstack:
+has "$W/ok.log" '\"path\":\"/tally/anchor\"'
+DSTACK_SIMULATOR_ENDPOINT=$W/refuse.sock \
+    run 5 "$TALLY" anchor-deploy --rpc http://127.0.0.1:9 --signer-key-source dstack:
+has err "loading signer key from dstack:/tally/anchor"
+has err "stand-in refusal"
 
 step "rekey, then replay across epochs"
 run 0 "$TALLY" rekey j1 --key-file k

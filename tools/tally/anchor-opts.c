@@ -19,6 +19,8 @@
 
 #include <sodium.h>
 
+#include "keysource.h"
+
 /* Which chain options came as flags (an environment variable that does not
  * apply is ignored; a flag that does not apply is an error). */
 #define GIVEN_CONTRACT 1u
@@ -229,12 +231,29 @@ int anchor_open(const struct cli_cmd *self, const struct anchor_opts *o,
                       strerror(ENOMEM));
             return EXIT_OPERATIONAL;
         }
-        rc = tally_eth_key_load(o->signer_key_file, key);
-        if (rc < 0) {
-            sodium_free(key); /* wipes */
-            cli_error(self, "loading signer key file", o->signer_key_file,
-                      tally_strerror(rc));
-            return EXIT_KEY;
+        if (tally_keysource_is_spec(o->signer_key_file)) {
+            /* --signer-key-source: "dstack:" alone derives the anchor's own
+             * key, not the journal's. */
+            const tally_keysource_opts ko = {
+                .flags = TALLY_KEYSOURCE_SCRUB_ENV };
+            const char *spec = strcmp(o->signer_key_file, "dstack:") == 0
+                                   ? "dstack:" TALLY_KEYSOURCE_DSTACK_ANCHOR_PATH
+                                   : o->signer_key_file;
+            char err[512];
+            rc = tally_keysource_load(spec, &ko, key, err, sizeof err);
+            if (rc < 0) {
+                sodium_free(key); /* wipes */
+                cli_error(self, "loading signer key from", spec, err);
+                return rc == -EINVAL ? EXIT_USAGE : EXIT_KEY;
+            }
+        } else {
+            rc = tally_eth_key_load(o->signer_key_file, key);
+            if (rc < 0) {
+                sodium_free(key); /* wipes */
+                cli_error(self, "loading signer key file", o->signer_key_file,
+                          tally_strerror(rc));
+                return EXIT_KEY;
+            }
         }
         eo.signer_key = key;
     }

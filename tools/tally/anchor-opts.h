@@ -38,6 +38,7 @@ enum {
     { "from", required_argument, NULL, AOPT_FROM },                          \
     { "writer", required_argument, NULL, AOPT_FROM },                        \
     { "signer-key-file", required_argument, NULL, AOPT_SIGNER_KEY_FILE },    \
+    { "signer-key-source", required_argument, NULL, AOPT_SIGNER_KEY_FILE },  \
     { "confirmations", required_argument, NULL, AOPT_CONFIRMATIONS },        \
     { "anchor-file", required_argument, NULL, AOPT_ANCHOR_FILE }
 
@@ -69,6 +70,10 @@ enum {
     "                       or 32 bytes; mode 0600): transactions are signed\n" \
     "                       here and sent raw. Default $TALLY_SIGNER_KEY_FILE.\n" \
     "                       The key is never printed.\n"                     \
+    "  --signer-key-source SPEC  or the signer key from a key source:\n"     \
+    "                       file:PATH, env:NAME, dstack:[PATH] (the dstack\n" \
+    "                       KMS; dstack: alone is dstack:/tally/anchor, so\n" \
+    "                       no signing key is stored on disk). README \"Keys\"\n" \
     "  --confirmations N    blocks an anchor transaction's block needs,\n"   \
     "                       itself included, before it counts (default 1)\n"  \
     "  --anchor-file PATH   development only: keep anchors in a file outside\n" \
