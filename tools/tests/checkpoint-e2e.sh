@@ -93,6 +93,21 @@ expect 0 "anchor-deploy on N3" tally anchor-deploy --rpc $R3 --from $A0
 check "same address on N3" test "$(cat out)" = "$C"
 A=(--rpc "$R1" --contract "$C" --from "$A0")
 
+# ---- help of the anchoring commands tells the truth ------------------------------
+for c in status checkpoint anchor-deploy; do
+  expect 0 "tally $c --help" tally $c --help
+  cp out help1
+  check "$c --help starts with its usage" grep -q "^Usage: tally $c" help1
+  check "tally --help lists $c" bash -c "'$TALLY' --help | grep -q '^  $c '"
+  bad=""
+  # (flags of other commands it refers to, "tally append --...", aside)
+  for f in $(grep -v "tally append" help1 | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
+    run tally $c "$f"
+    grep -q "unrecognized option" err && bad="$bad $f"
+  done
+  check "$c accepts every flag its help names${bad:+ (not:$bad)}" test -z "$bad"
+done
+
 # ---- usage -----------------------------------------------------------------------
 expect 2 "status without an anchor target" tally status j
 expect 2 "status without a contract" tally status j --rpc $R1 --from $A0
