@@ -1021,7 +1021,11 @@ static int probe_tail(audit *a)
         }
         /* Invalid bytes right after the head: damage, not a write in
          * progress (a writer's frames are whole or cut short). */
-        return bad_event(a, ev);
+        int rc = bad_event(a, ev);
+        size_t n = strlen(r->message);
+        snprintf(r->message + n, sizeof r->message - n,
+                 " (right after the head, seq %" PRIu64 ")", a->stop);
+        return rc;
     }
 }
 
@@ -1394,10 +1398,6 @@ static int run(audit *a)
     rc = resolve_claims(a);
     if (rc < 0)
         return rc;
-    if (r->has_checkpoint && r->checkpoint.seq <= r->head_seq)
-        r->unanchored_tail = r->head_seq - r->checkpoint.seq;
-    else if (!r->has_checkpoint)
-        r->unanchored_tail = r->head_seq;
 
     if (r->live || !r->partial) {
         tally_head_info end;
@@ -1449,6 +1449,12 @@ int tally_audit(const char *dir, const tally_audit_options *opt,
     int rc = run(&a);
     if (rc == 0)
         rc = r->rc;
+    /* From the CHECKPOINT records unless the target or bundle said. */
+    if (!r->has_freshness || r->freshness.verdict != TALLY_VERDICT_FRESH)
+        r->unanchored_tail =
+            r->has_checkpoint && r->checkpoint.seq <= r->head_seq
+                ? r->head_seq - r->checkpoint.seq
+                : r->has_checkpoint ? 0 : r->head_seq;
     r->rc = rc;
     r->elapsed_ns = mono_ns() - a.t0;
     audit_free(&a);

@@ -464,9 +464,9 @@ static int load_anchor(const cJSON *o, const tally_evidence_info *top,
         goto out;
     }
     if (a.seq != claimed_seq || memcmp(a.head, claimed_head, 32) != 0) {
-        efail(err, errsz, rc, "anchor %zu: the bundle says seq %" PRIu64
-              ", the proven transaction and log say seq %" PRIu64
-              " (or another head)", i, claimed_seq, a.seq);
+        efail(err, errsz, rc, "anchor %zu: the bundle's seq %" PRIu64
+              " and head differ from the proven transaction's and log's "
+              "(seq %" PRIu64 ")", i, claimed_seq, a.seq);
         goto out;
     }
     *ret = a;
@@ -585,10 +585,10 @@ static int load_latest(const cJSON *o, tally_evidence_info *top, char *err,
     memcpy(A.head, v1, 32);
     if (A.seq != claimed_seq || A.block_number != claimed_ab ||
         memcmp(A.head, claimed_head, 32) != 0) {
-        efail(err, errsz, rc, "latest: the bundle says seq %" PRIu64
-              " (block %" PRIu64 "), the proven storage says seq %" PRIu64
-              " (block %" PRIu64 ") or another head", claimed_seq, claimed_ab,
-              A.seq, A.block_number);
+        efail(err, errsz, rc, "latest: the bundle's seq %" PRIu64 ", block %"
+              PRIu64 " and head differ from the proven storage's (seq %" PRIu64
+              ", block %" PRIu64 ")", claimed_seq, claimed_ab, A.seq,
+              A.block_number);
         goto out;
     }
     top->as_of_block = h.number;
@@ -1102,6 +1102,7 @@ typedef struct block_data {
     size_t *tx_lens, *rc_lens;
     uint8_t (*tx_hashes)[32];
     uint8_t (*keys)[9];
+    const uint8_t **keyp; /* pointers to keys[i], as the trie takes them */
     size_t *key_lens;
 } block_data;
 
@@ -1120,6 +1121,7 @@ static void block_free(block_data *b)
     free(b->rc_lens);
     free(b->tx_hashes);
     free(b->keys);
+    free(b->keyp);
     free(b->key_lens);
     memset(b, 0, sizeof *b);
 }
@@ -1189,9 +1191,10 @@ static int fetch_block(tally_eth *e, const char *method, const char *which,
     bd->rc_lens = calloc(n ? n : 1, sizeof *bd->rc_lens);
     bd->tx_hashes = calloc(n ? n : 1, sizeof *bd->tx_hashes);
     bd->keys = calloc(n ? n : 1, sizeof *bd->keys);
+    bd->keyp = calloc(n ? n : 1, sizeof *bd->keyp);
     bd->key_lens = calloc(n ? n : 1, sizeof *bd->key_lens);
     if (!bd->txs || !bd->rcs || !bd->tx_lens || !bd->rc_lens ||
-        !bd->tx_hashes || !bd->keys || !bd->key_lens) {
+        !bd->tx_hashes || !bd->keys || !bd->keyp || !bd->key_lens) {
         rc = -ENOMEM;
         goto out;
     }
@@ -1207,6 +1210,7 @@ static int fetch_block(tally_eth *e, const char *method, const char *which,
             goto out;
         }
         bd->key_lens[i] = ta_index_key(i, bd->keys[i]);
+        bd->keyp[i] = bd->keys[i];
         rc = tx_raw(tx, &bd->txs[i], &bd->tx_lens[i]);
         if (rc == 0) {
             cp_keccak256(bd->txs[i], bd->tx_lens[i], th);
@@ -1248,14 +1252,14 @@ static int fetch_block(tally_eth *e, const char *method, const char *which,
     }
     /* The tries must give the header's roots, or the encodings are wrong. */
     uint8_t root[32];
-    rc = ta_mpt_build((const uint8_t *const *)bd->keys, bd->key_lens,
+    rc = ta_mpt_build(bd->keyp, bd->key_lens,
                       (const uint8_t *const *)bd->txs, bd->tx_lens, n, NULL, 0,
                       root, NULL);
     if (rc == 0 && memcmp(root, bd->h.tx_root, 32) != 0)
         rc = efail(err, errsz, -EPROTO, "block %s: the transactions do not "
                    "give its transactionsRoot", which);
     if (rc == 0) {
-        rc = ta_mpt_build((const uint8_t *const *)bd->keys, bd->key_lens,
+        rc = ta_mpt_build(bd->keyp, bd->key_lens,
                           (const uint8_t *const *)bd->rcs, bd->rc_lens, n,
                           NULL, 0, root, NULL);
         if (rc == 0 && memcmp(root, bd->h.receipt_root, 32) != 0)
@@ -1324,11 +1328,11 @@ static int anchor_json(const tally_anchor_event *ev, const block_data *bd,
     memset(&tp, 0, sizeof tp);
     memset(&rp, 0, sizeof rp);
     uint8_t root[32];
-    int rc = ta_mpt_build((const uint8_t *const *)bd->keys, bd->key_lens,
+    int rc = ta_mpt_build(bd->keyp, bd->key_lens,
                           (const uint8_t *const *)bd->txs, bd->tx_lens, bd->n,
                           bd->keys[idx], bd->key_lens[idx], root, &tp);
     if (rc == 0)
-        rc = ta_mpt_build((const uint8_t *const *)bd->keys, bd->key_lens,
+        rc = ta_mpt_build(bd->keyp, bd->key_lens,
                           (const uint8_t *const *)bd->rcs, bd->rc_lens, bd->n,
                           bd->keys[idx], bd->key_lens[idx], root, &rp);
     cJSON *o = rc == 0 ? cJSON_CreateObject() : NULL;

@@ -44,6 +44,8 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv);
 int cmd_cat(const struct cli_cmd *self, int argc, char **argv);
 int cmd_head(const struct cli_cmd *self, int argc, char **argv);
 int cmd_verify(const struct cli_cmd *self, int argc, char **argv);
+/* the offline audit (cmd-audit.c, audit/audit.h) */
+int cmd_audit(const struct cli_cmd *self, int argc, char **argv);
 /* anchoring (cmd-anchor-deploy.c, cmd-checkpoint.c, cmd-status.c) */
 int cmd_anchor_deploy(const struct cli_cmd *self, int argc, char **argv);
 int cmd_checkpoint(const struct cli_cmd *self, int argc, char **argv);
