@@ -28,6 +28,7 @@ struct tally_iter {
     ti_aead aead;
     bool seg_key;        /* the current segment's key is installed */
     bool rechecked;      /* the end of this file was read again */
+    bool rechecked_more; /* ... after a listing that showed a later file */
     char **names;
     size_t n, idx;
     char cur[TF_SEG_NAME_LEN + 1];
@@ -459,7 +460,7 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
         int ev = ti_walk_next(w);
         switch (ev) {
         case TI_EV_SEGMENT:
-            it->rechecked = false;
+            it->rechecked = it->rechecked_more = false;
             if (w->frame_off == 0 && w->seg.segment_no != it->cur_no)
                 return iter_fail(it, TALLY_EINTEGRITY, 0, w->seg.first_seq,
                                  "segment number differs from the file name");
@@ -476,7 +477,7 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             }
             continue;
         case TI_EV_FRAME:
-            it->rechecked = false;
+            it->rechecked = it->rechecked_more = false;
             if (w->fh.seq < it->from_seq)
                 continue;
             return emit(it, ret);
@@ -488,12 +489,19 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
              * frames written, its reserved tail cut off) before it creates
              * the next file, and our buffer may predate what it wrote. */
             bool more = more_files(it);
-            if (!it->rechecked) {
+            /* The re-read must come after the listing that showed a later
+             * file: one done before it proves nothing (the writer may
+             * have finished this file and created the next in between).
+             * Without a later file, one re-read still replaces bytes that
+             * an earlier read left in the buffer. */
+            if (more ? !it->rechecked_more : !it->rechecked) {
+                if (more)
+                    it->rechecked_more = true;
                 it->rechecked = true;
                 ti_rfile_drop(&w->rf);
                 continue;
             }
-            it->rechecked = false;
+            it->rechecked = it->rechecked_more = false;
             if (more) {
                 if (ev != TI_EV_EOF)
                     return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
