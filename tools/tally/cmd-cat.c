@@ -10,7 +10,7 @@
 
 const char cmd_cat_usage[] =
     "Usage: tally cat DIR --key-file FILE [--from SEQ] [--to SEQ] [--json]\n"
-    "                 [--all] [anchor options]\n"
+    "                 [--all] [--from-snapshot] [anchor options]\n"
     "\n"
     "Decrypts the records of the journal in DIR and prints them in seq order.\n"
     "Every record is authenticated and the hash chain is checked from the\n"
@@ -53,6 +53,10 @@ const char cmd_cat_usage[] =
     "                   Records of a key epoch that 'tally forget' destroyed\n"
     "                   likewise, as \"forgotten\"; without --all, their count\n"
     "                   is reported on stderr\n"
+    "  --from-snapshot  start at the newest SNAPSHOT record (FORMAT.md\n"
+    "                   section 11.6): the files are searched from the end\n"
+    "                   and nothing before it is read or checked; --from\n"
+    "                   still applies on top\n"
     ANCHOR_OPTS_SHORT_HELP
     "  -h, --help       show this help and exit\n"
     "\n"
@@ -114,7 +118,7 @@ static void print_text(const tally_record *r)
     fputc('\n', stdout);
 }
 
-enum { OPT_KEY_FILE = 256, OPT_FROM, OPT_TO, OPT_JSON, OPT_ALL };
+enum { OPT_KEY_FILE = 256, OPT_FROM, OPT_TO, OPT_JSON, OPT_ALL, OPT_SNAP };
 
 int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
 {
@@ -125,6 +129,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
         { "to", required_argument, NULL, OPT_TO },
         { "json", no_argument, NULL, OPT_JSON },
         { "all", no_argument, NULL, OPT_ALL },
+        { "from-snapshot", no_argument, NULL, OPT_SNAP },
         { "help", no_argument, NULL, 'h' },
         ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -136,6 +141,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
     tally_record r;
     struct anchor_opts ao;
     int c, rc, json = 0, all = 0, status = EXIT_OK;
+    unsigned iflags = TALLY_ITER_TOLERATE_TAIL;
 
     anchor_opts_init(&ao);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -156,6 +162,9 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
             break;
         case OPT_ALL:
             all = 1;
+            break;
+        case OPT_SNAP:
+            iflags |= TALLY_ITER_FROM_SNAPSHOT;
             break;
         case 'h':
             return cli_help(self);
@@ -195,7 +204,7 @@ int cmd_cat(const struct cli_cmd *self, int argc, char **argv)
         return rc;
     }
 
-    rc = tally_iter_open(&it, dir, key, from, TALLY_ITER_TOLERATE_TAIL);
+    rc = tally_iter_open(&it, dir, key, from, iflags);
     cli_key_free(key); /* the iterator keeps its own copy */
     if (rc < 0)
         return cli_fail(self, "opening journal", dir, rc, NULL);

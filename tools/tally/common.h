@@ -44,6 +44,7 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv);
 int cmd_cat(const struct cli_cmd *self, int argc, char **argv);
 int cmd_head(const struct cli_cmd *self, int argc, char **argv);
 int cmd_verify(const struct cli_cmd *self, int argc, char **argv);
+int cmd_compact(const struct cli_cmd *self, int argc, char **argv); /* cmd-compact.c */
 /* the offline audit (cmd-audit.c, audit/audit.h) */
 int cmd_audit(const struct cli_cmd *self, int argc, char **argv);
 /* anchoring (cmd-anchor-deploy.c, cmd-checkpoint.c, cmd-status.c) */

@@ -19,6 +19,7 @@ extern const char cmd_append_usage[];
 extern const char cmd_cat_usage[];
 extern const char cmd_head_usage[];
 extern const char cmd_verify_usage[];
+extern const char cmd_compact_usage[];
 extern const char cmd_anchor_deploy_usage[];
 extern const char cmd_checkpoint_usage[];
 extern const char cmd_status_usage[];
@@ -33,6 +34,7 @@ static const struct cli_cmd commands[] = {
     { "cat",    cmd_cat,    "decrypt and print records", cmd_cat_usage },
     { "head",   cmd_head,   "print the last seq and chain link (no key needed)", cmd_head_usage },
     { "verify", cmd_verify, "check a whole journal, with or without the key", cmd_verify_usage },
+    { "compact", cmd_compact, "prune superseded records, merge small segments", cmd_compact_usage },
     { "audit",  cmd_audit,  "full offline audit: report, JSON, anchors, evidence bundles", cmd_audit_usage },
     { "status", cmd_status, "freshness verdict of a journal against its anchor", cmd_status_usage },
     { "checkpoint", cmd_checkpoint, "anchor the head on a chain (once or every N s)", cmd_checkpoint_usage },
