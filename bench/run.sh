@@ -12,5 +12,16 @@ if [ ! -f "$build/build.ninja" ]; then
 else
   meson configure "$build" -Dbuildtype=release -Dtests=false >/dev/null
 fi
-ninja -C "$build" -j2 bench/bench-journal >/dev/null
-exec "$build/bench/bench-journal" "$@"
+# bench/run.sh audit [ARGS]: the audit benchmark instead (bench-audit
+# --help: --mb N, --payload BYTES, --rounds N, --dir DIR, --keep).
+if [ "${1:-}" = audit ]; then
+  shift
+  ninja -C "$build" -j2 bench/bench-audit >/dev/null
+  exec "$build/bench/bench-audit" "$@"
+fi
+# `run.sh compact [ARGS]` runs the compactor's benchmark (bench-compact
+# --help) instead.
+bench=bench-journal
+if [ "${1:-}" = compact ]; then bench=bench-compact; shift; fi
+ninja -C "$build" -j2 "bench/$bench" >/dev/null
+exec "$build/bench/$bench" "$@"
