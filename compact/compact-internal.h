@@ -35,10 +35,24 @@ typedef struct tc_keymap {
 /* Draws the salt; no allocation yet. */
 void tc_keymap_init(tc_keymap *m);
 void tc_keymap_free(tc_keymap *m);
-/* The entry of key: 1 found, 0 added (zeroed but for h; used = 1),
- * -ENOMEM. The pointer is valid until the next call. */
-int tc_keymap_get(tc_keymap *m, const uint8_t *key, size_t key_len,
-                  tc_kent **ret);
+/* The 128-bit keyed hash the table stores for key (thread-safe). */
+void tc_keymap_hash(const tc_keymap *m, const uint8_t *key, size_t key_len,
+                    uint8_t h[16]);
+/* The entry of a key by its hash: 1 found, 0 added (zeroed but for h;
+ * used = 1), -ENOMEM. The pointer is valid until the next call. */
+int tc_keymap_get(tc_keymap *m, const uint8_t h[16], tc_kent **ret);
+
+/* ---- helper threads ---------------------------------------------------------- */
+
+typedef struct tc_pool tc_pool;
+/* Runs on thread tid of n (the caller is tid 0). */
+typedef void (*tc_task_fn)(void *ctx, unsigned tid, unsigned n);
+/* nthreads counts the caller; fewer may start (tc_pool_threads). */
+int tc_pool_start(tc_pool **ret, unsigned nthreads);
+/* fn on every thread; returns when all have returned. */
+void tc_pool_run(tc_pool *p, tc_task_fn fn, void *ctx);
+unsigned tc_pool_threads(const tc_pool *p);
+void tc_pool_stop(tc_pool *p); /* NULL: no-op */
 
 /* ---- the COMPACTION record (FORMAT.md §11.5) -------------------------------- */
 

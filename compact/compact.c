@@ -76,6 +76,33 @@ typedef struct segmark {
     uint8_t end_link[32];
 } segmark;
 
+/* One frame of a batch, and what a helper thread found about it. */
+typedef struct fjob {
+    size_t off;           /* its bytes at batch.buf.p + off */
+    ti_frame_hdr h;
+    uint8_t prev[32];     /* the stored link before it */
+    uint64_t frame_off;   /* in its file, for messages */
+    uint32_t fi;          /* index of its file */
+    bool prune;           /* pass C: to be pruned */
+    /* results */
+    int rc;               /* 0, TALLY_EINTEGRITY (why) or -ENOMEM */
+    const char *why;
+    bool has_key, tomb;   /* pass B */
+    uint8_t out[32];      /* pass B: key hash (16 bytes); C: record_hash */
+} fjob;
+
+/* Frames copied out of the walker's buffer so that helper threads can
+ * decrypt or hash them while the walker moves on; processed in order. */
+typedef struct batch {
+    ti_buf buf;
+    fjob *j;
+    size_t n, cap;
+    size_t nprune;
+} batch;
+
+#define BATCH_BYTES (4u << 20)
+#define MAX_THREADS 4u
+
 typedef struct ranges {
     tally_compaction_range *r;
     uint32_t n;
@@ -110,7 +137,9 @@ typedef struct compactor {
     group *g;
     size_t ng;
     ti_walk w;
-    ti_buf work;
+    tc_pool *pool;
+    batch b;
+    ti_buf tw[MAX_THREADS];      /* per thread: AD + plaintext */
     ti_buf out;
     uint64_t out_written;
     char tmp[48];
@@ -449,6 +478,120 @@ static int pass_structure(compactor *c)
     return 0;
 }
 
+/* ---- batches ---------------------------------------------------------------- */
+
+static int batch_add(compactor *c, size_t fi, bool prune)
+{
+    ti_walk *w = &c->w;
+    batch *b = &c->b;
+    size_t flen = (size_t)ti_frame_len(&w->fh);
+    if (ti_buf_reserve(&b->buf, b->buf.len + flen) < 0)
+        return -ENOMEM;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        fjob *nj = realloc(b->j, cap * sizeof *nj);
+        if (!nj)
+            return -ENOMEM;
+        b->j = nj;
+        b->cap = cap;
+    }
+    fjob *j = &b->j[b->n++];
+    memset(j, 0, sizeof *j);
+    j->off = b->buf.len;
+    j->h = w->fh;
+    memcpy(j->prev, w->prev_link, 32);
+    j->frame_off = w->frame_off;
+    j->fi = (uint32_t)fi;
+    j->prune = prune;
+    b->nprune += prune;
+    memcpy(b->buf.p + b->buf.len, w->frame, flen);
+    b->buf.len += flen;
+    return 0;
+}
+
+static void batch_clear(batch *b)
+{
+    b->n = 0;
+    b->nprune = 0;
+    b->buf.len = 0;
+}
+
+/* Jobs are dealt out in runs of 8 so that each thread reads its own
+ * stretch of the buffer. */
+static bool mine(size_t i, unsigned tid, unsigned n)
+{
+    return (i / 8) % n == tid;
+}
+
+static int job_fail(compactor *c, const fjob *j)
+{
+    if (j->rc == -ENOMEM)
+        return cfail(c, -ENOMEM, "out of memory");
+    return cfail(c, TALLY_EINTEGRITY, "%s: offset %" PRIu64 ", seq %" PRIu64
+                 ": %s", c->f[j->fi].name, j->frame_off, j->h.seq, j->why);
+}
+
+/* Pass B's work: authenticate and decrypt, parse the envelope, hash the
+ * record key. The segment key is shared read-only (a batch never spans
+ * segments). */
+static void decrypt_task(void *ctx, unsigned tid, unsigned n)
+{
+    compactor *c = ctx;
+    batch *b = &c->b;
+    ti_buf *work = &c->tw[tid];
+    for (size_t i = 0; i < b->n; i++) {
+        if (!mine(i, tid, n))
+            continue;
+        fjob *j = &b->j[i];
+        if (ti_buf_reserve(work, TF_AD_BYTES + j->h.body_len) < 0) {
+            j->rc = -ENOMEM;
+            continue;
+        }
+        const uint8_t *env;
+        size_t env_len;
+        ti_env e;
+        if (ti_frame_open(&c->aead, c->meta.jid, j->prev, b->buf.p + j->off,
+                          &j->h, work->p, &env, &env_len) < 0) {
+            j->rc = TALLY_EINTEGRITY;
+            j->why = "record does not authenticate (tag)";
+            continue;
+        }
+        if (ti_env_parse(env, env_len, &j->h, &e, &j->why) < 0) {
+            j->rc = TALLY_EINTEGRITY;
+            continue;
+        }
+        j->has_key = e.key_len > 0;
+        j->tomb = e.raw_len == 0;
+        if (j->has_key)
+            tc_keymap_hash(&c->km, e.key, e.key_len, j->out);
+    }
+}
+
+/* Pass C's work: the record_hash of each frame to prune, and its link
+ * checked from the stored link before it, so that a damaged body is never
+ * baked into a PRUNED frame. Kept frames are copied as they are. */
+static void hash_task(void *ctx, unsigned tid, unsigned n)
+{
+    compactor *c = ctx;
+    batch *b = &c->b;
+    for (size_t i = 0; i < b->n; i++) {
+        fjob *j = &b->j[i];
+        if (!j->prune || !mine(i, tid, n))
+            continue;
+        const uint8_t *f = b->buf.p + j->off;
+        if (ti_frame_record_hash(f, &j->h, j->out, &j->why) < 0) {
+            j->rc = TALLY_EINTEGRITY;
+            continue;
+        }
+        uint8_t l[32];
+        ti_link(l, j->prev, j->out);
+        if (memcmp(l, f + ti_frame_len(&j->h) - 32, 32) != 0) {
+            j->rc = TALLY_EINTEGRITY;
+            j->why = "link does not verify";
+        }
+    }
+}
+
 /* ---- pass B: record keys ----------------------------------------------------- */
 
 static void mark(compactor *c, uint64_t seq, uint32_t file, int32_t saving)
@@ -467,38 +610,35 @@ static bool marked(const compactor *c, uint64_t seq)
     return (c->bits[b >> 3] >> (b & 7)) & 1u;
 }
 
-/* One application record after the snapshot: decrypted for its key. */
-static int key_of_frame(compactor *c, size_t fi)
+/* Decrypts the batch (helper threads), then, in seq order, marks what each
+ * record key supersedes. */
+static int flush_keys(compactor *c)
 {
-    ti_walk *w = &c->w;
-    const ti_frame_hdr *h = &w->fh;
-    int rc = ti_buf_reserve(&c->work, TF_AD_BYTES + h->body_len);
-    if (rc < 0)
-        return rc;
-    const uint8_t *env;
-    size_t env_len;
-    ti_env e;
-    const char *why = "record does not authenticate (tag)";
-    if (ti_frame_open(&c->aead, c->meta.jid, w->prev_link, w->frame, h,
-                      c->work.p, &env, &env_len) < 0 ||
-        ti_env_parse(env, env_len, h, &e, &why) < 0)
-        return cfail(c, TALLY_EINTEGRITY, "%s: offset %" PRIu64 ", seq %"
-                     PRIu64 ": %s", c->f[fi].name, w->frame_off, h->seq, why);
-    if (e.key_len == 0)
+    batch *b = &c->b;
+    if (b->n == 0)
         return 0;
-    tc_kent *k;
-    rc = tc_keymap_get(&c->km, e.key, e.key_len, &k);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        mark(c, k->seq, k->file, k->saving);
-        c->rep.pruned_superseded++;
+    tc_pool_run(c->pool, decrypt_task, c);
+    for (size_t i = 0; i < b->n; i++) {
+        const fjob *j = &b->j[i];
+        if (j->rc < 0)
+            return job_fail(c, j);
+        if (!j->has_key)
+            continue;
+        tc_kent *k;
+        int rc = tc_keymap_get(&c->km, j->out, &k);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            mark(c, k->seq, k->file, k->saving);
+            c->rep.pruned_superseded++;
+        }
+        k->seq = j->h.seq;
+        k->ts_ns = j->h.ts_ns;
+        k->file = j->fi;
+        k->saving = (int32_t)((int64_t)ti_frame_len(&j->h) - PRUNED_FRAME);
+        k->tomb = j->tomb;
     }
-    k->seq = h->seq;
-    k->ts_ns = h->ts_ns;
-    k->file = (uint32_t)fi;
-    k->saving = (int32_t)((int64_t)ti_frame_len(h) - PRUNED_FRAME);
-    k->tomb = e.raw_len == 0;
+    batch_clear(b);
     return 0;
 }
 
@@ -527,7 +667,9 @@ static int pass_keys(compactor *c)
             if (ev == TI_EV_EOF)
                 break;
             if (ev == TI_EV_SEGMENT) {
-                rc = install_key(c, &w->seg);
+                rc = flush_keys(c); /* the batch's key is this one's */
+                if (rc == 0)
+                    rc = install_key(c, &w->seg);
                 if (rc < 0)
                     return rc;
                 continue;
@@ -538,7 +680,9 @@ static int pass_keys(compactor *c)
             if (h->seq <= c->snap || h->kind != TF_KIND_SEALED ||
                 h->vtype != 0 || !c->seg_key)
                 continue; /* only application records have keys */
-            rc = key_of_frame(c, i);
+            rc = batch_add(c, i, false);
+            if (rc == 0 && c->b.buf.len >= BATCH_BYTES)
+                rc = flush_keys(c);
             if (rc < 0)
                 return rc;
         }
@@ -546,6 +690,9 @@ static int pass_keys(compactor *c)
         ti_rfile_close(&w->rf);
         w->file_open = false;
     }
+    int rc = flush_keys(c);
+    if (rc < 0)
+        return rc;
     ti_walk_free(w);
     if (c->opt.tombstone_retention_ns) {
         uint64_t now = c->opt.now_ns ? c->opt.now_ns : ti_now_ns();
@@ -715,13 +862,55 @@ static bool prune_it(const compactor *c, const ti_frame_hdr *h)
     return h->seq < c->snap || marked(c, h->seq);
 }
 
-/* Copies the files of g into the temporary file, pruning as planned; the
- * chain is checked from the group's first segment header on. */
+/* Hashes the frames of the batch to prune (helper threads), then writes
+ * the batch out in order: PRUNED forms and kept frames as they are. */
+static int flush_copy(compactor *c, uint64_t *pruned)
+{
+    batch *b = &c->b;
+    if (b->nprune)
+        tc_pool_run(c->pool, hash_task, c);
+    for (size_t i = 0; i < b->n; i++) {
+        const fjob *j = &b->j[i];
+        const uint8_t *f = b->buf.p + j->off;
+        size_t flen = (size_t)ti_frame_len(&j->h);
+        int rc;
+        if (j->rc < 0)
+            return job_fail(c, j);
+        if (j->prune) {
+            /* FORMAT.md §4.2: header, original header || record_hash, the
+             * same link. */
+            uint8_t pf[TF_FRAME_OVERHEAD + TF_PRUNED_BODY];
+            ti_frame_hdr ph = j->h;
+            ph.kind = TF_KIND_PRUNED;
+            ph.flags = 0;
+            ph.body_len = TF_PRUNED_BODY;
+            ti_frame_header_encode(pf, &ph);
+            memcpy(pf + 32, f, 32);
+            memcpy(pf + 64, j->out, 32);
+            memcpy(pf + 96, f + flen - 32, 32);
+            rc = out_put(c, pf, sizeof pf);
+            ranges_add(&c->grp, j->h.seq, j->h.seq);
+            (*pruned)++;
+        } else {
+            rc = out_put(c, f, flen);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    batch_clear(b);
+    return 0;
+}
+
+/* Copies the files of g into the temporary file, pruning as planned. The
+ * structure and the stored links are walked from the group's first segment
+ * header on. */
 static int copy_group(compactor *c, const group *g, uint64_t *ret_pruned)
 {
     ti_walk *w = &c->w;
     ti_walk_init(w, c->meta.jid, c->meta.cipher);
     w->started = false;
+    w->nohash = true; /* the frames to prune are hashed in flush_copy */
+    batch_clear(&c->b);
     uint64_t pruned = 0;
     for (size_t i = g->a; i <= g->b; i++) {
         const cfile *f = &c->f[i];
@@ -737,28 +926,13 @@ static int copy_group(compactor *c, const group *g, uint64_t *ret_pruned)
             if (ev == TI_EV_SEGMENT) {
                 uint8_t hdr[TF_SEG_HEADER_BYTES];
                 ti_seg_header_encode(hdr, &w->seg);
-                rc = out_put(c, hdr, sizeof hdr);
+                rc = flush_copy(c, &pruned);
+                if (rc == 0)
+                    rc = out_put(c, hdr, sizeof hdr);
             } else if (ev == TI_EV_FRAME) {
-                const ti_frame_hdr *h = &w->fh;
-                size_t flen = (size_t)ti_frame_len(h);
-                if (prune_it(c, h)) {
-                    /* FORMAT.md §4.2: header, original header || record_hash,
-                     * the same link. */
-                    uint8_t pf[TF_FRAME_OVERHEAD + TF_PRUNED_BODY];
-                    ti_frame_hdr ph = *h;
-                    ph.kind = TF_KIND_PRUNED;
-                    ph.flags = 0;
-                    ph.body_len = TF_PRUNED_BODY;
-                    ti_frame_header_encode(pf, &ph);
-                    memcpy(pf + 32, w->frame, 32);
-                    memcpy(pf + 64, w->record_hash, 32);
-                    memcpy(pf + 96, w->frame + flen - 32, 32);
-                    rc = out_put(c, pf, sizeof pf);
-                    ranges_add(&c->grp, h->seq, h->seq);
-                    pruned++;
-                } else {
-                    rc = out_put(c, w->frame, flen);
-                }
+                rc = batch_add(c, i, prune_it(c, &w->fh));
+                if (rc == 0 && c->b.buf.len >= BATCH_BYTES)
+                    rc = flush_copy(c, &pruned);
             } else {
                 rc = walk_bad(c, f->name, ev);
             }
@@ -769,6 +943,9 @@ static int copy_group(compactor *c, const group *g, uint64_t *ret_pruned)
         ti_rfile_close(&w->rf);
         w->file_open = false;
     }
+    int rc = flush_copy(c, &pruned);
+    if (rc < 0)
+        return rc;
     ti_walk_free(w);
     *ret_pruned = pruned;
     return out_flush(c);
@@ -978,10 +1155,15 @@ static void compactor_free(compactor *c)
     ti_aead_free(&c->aead);
     if (c->have_meta)
         ti_meta_free(&c->meta);
+    tc_pool_stop(c->pool);
     ti_walk_free(&c->w);
-    if (c->work.p)
-        sodium_memzero(c->work.p, c->work.cap);
-    ti_buf_free(&c->work);
+    for (unsigned i = 0; i < MAX_THREADS; i++) {
+        if (c->tw[i].p) /* plaintext was there */
+            sodium_memzero(c->tw[i].p, c->tw[i].cap);
+        ti_buf_free(&c->tw[i]);
+    }
+    ti_buf_free(&c->b.buf);
+    free(c->b.j);
     ti_buf_free(&c->out);
     tc_keymap_free(&c->km);
     free(c->bits);
@@ -1034,6 +1216,14 @@ int tally_compact(tally *t, const tally_compact_options *opt,
         c->target = c->opt.target_size ? c->opt.target_size
                                        : c->meta.segment_size;
         rc = keys_setup(c);
+    }
+    if (rc == 0) {
+        unsigned n = c->opt.threads;
+        if (n == 0) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            n = cpus > 0 ? (unsigned)cpus : 1;
+        }
+        rc = tc_pool_start(&c->pool, n < MAX_THREADS ? n : MAX_THREADS);
     }
     if (rc == 0)
         rc = list_files(c, sealed);

@@ -68,6 +68,9 @@ typedef struct tally_compact_options {
     int dry_run;
     /* 1: prune in place, never merge files. */
     int no_merge;
+    /* Threads for decryption and hashing, the caller's included (0: one
+     * per CPU; at most 4). */
+    unsigned threads;
     /* Test hook, see tally_compact_fault_fn. */
     tally_compact_fault_fn fault;
     void *fault_ctx;

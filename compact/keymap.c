@@ -50,26 +50,29 @@ static int grow(tc_keymap *m)
     return 0;
 }
 
-int tc_keymap_get(tc_keymap *m, const uint8_t *key, size_t key_len,
-                  tc_kent **ret)
+void tc_keymap_hash(const tc_keymap *m, const uint8_t *key, size_t key_len,
+                    uint8_t h[16])
+{
+    crypto_generichash(h, 16, key, key_len, m->salt, sizeof m->salt);
+}
+
+int tc_keymap_get(tc_keymap *m, const uint8_t h[16], tc_kent **ret)
 {
     if ((m->n + 1) * 10 >= m->cap * 7) {
         int rc = grow(m);
         if (rc < 0)
             return rc;
     }
-    uint8_t h[16];
-    crypto_generichash(h, sizeof h, key, key_len, m->salt, sizeof m->salt);
     size_t s = slot_of(h, m->cap);
     while (m->t[s].used) {
-        if (memcmp(m->t[s].h, h, sizeof h) == 0) {
+        if (memcmp(m->t[s].h, h, 16) == 0) {
             *ret = &m->t[s];
             return 1;
         }
         s = (s + 1) & (m->cap - 1);
     }
     memset(&m->t[s], 0, sizeof m->t[s]);
-    memcpy(m->t[s].h, h, sizeof h);
+    memcpy(m->t[s].h, h, 16);
     m->t[s].used = 1;
     m->n++;
     *ret = &m->t[s];

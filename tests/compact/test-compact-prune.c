@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "ctu.h"
-#include "format.h"
+#include "tally-internal.h"
 
 static uint8_t key[TALLY_KEY_BYTES];
 
@@ -358,6 +358,46 @@ static void damaged_file_refused(void **state)
     free(dir);
 }
 
+/* A body that rotted in a record the snapshot rule prunes: its record_hash
+ * no longer gives the stored link, so the compactor stops before it would
+ * bake the damage into a PRUNED frame, and the file stays as it was. */
+static void rotten_body_not_baked_in(void **state)
+{
+    (void)state;
+    const uint64_t snaps[] = { 150, 0 };
+    ctu_work w;
+    ctu_generate(&w, 200, 10, 13, snaps);
+    char *dir = build("crot", &w, 4096);
+    char p[PATH_MAX];
+    tu_path(p, sizeof p, dir, "0000000000000001.seg");
+    size_t len;
+    uint8_t *d = tu_read(p, &len);
+    uint64_t off = TF_SEG_HEADER_BYTES;
+    ti_frame_hdr h;
+    const char *why;
+    for (uint64_t s = 1; s < 5; s++) {
+        assert_int_equal(ti_frame_header_parse(d + off, s, &h, &why), 0);
+        off += ti_frame_len(&h);
+    }
+    assert_int_equal(ti_frame_header_parse(d + off, 5, &h, &why), 0);
+    free(d);
+    tu_flip_bit(p, (off + TF_FRAME_HEADER_BYTES + 20) * 8); /* seq 5's body */
+    uint64_t size0 = tu_file_size(p);
+    tally *t = ctu_open(dir, key);
+    tally_compact_report rep;
+    assert_int_equal(tally_compact(t, NULL, &rep), TALLY_EINTEGRITY);
+    assert_non_null(strstr(rep.message, "seq 5"));
+    assert_int_equal(rep.compaction_seq, 0);
+    assert_int_equal(tally_close(t), 0);
+    assert_int_equal(tu_file_size(p), size0);
+    tally_verify_report vr;
+    assert_int_equal(tally_verify(dir, NULL, &vr), TALLY_EINTEGRITY);
+    assert_int_equal(vr.seq, 5);
+    ctu_work_free(&w);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void second_compaction_busy(void **state)
 {
     (void)state;
@@ -480,6 +520,7 @@ int main(void)
         cmocka_unit_test(merge_only_and_prune_only),
         cmocka_unit_test(active_segment_untouched),
         cmocka_unit_test(damaged_file_refused),
+        cmocka_unit_test(rotten_body_not_baked_in),
         cmocka_unit_test(second_compaction_busy),
         cmocka_unit_test(replay_from_snapshot),
     };
