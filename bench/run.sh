@@ -19,5 +19,9 @@ if [ "${1:-}" = audit ]; then
   ninja -C "$build" -j2 bench/bench-audit >/dev/null
   exec "$build/bench/bench-audit" "$@"
 fi
-ninja -C "$build" -j2 bench/bench-journal >/dev/null
-exec "$build/bench/bench-journal" "$@"
+# `run.sh compact [ARGS]` runs the compactor's benchmark (bench-compact
+# --help) instead.
+bench=bench-journal
+if [ "${1:-}" = compact ]; then bench=bench-compact; shift; fi
+ninja -C "$build" -j2 "bench/$bench" >/dev/null
+exec "$build/bench/$bench" "$@"
