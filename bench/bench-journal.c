@@ -16,8 +16,15 @@
  *            verify on a small and a large journal (each in a forked child,
  *            read back with wait4()).
  *
+ * The machine may be shared, so: the rate cases run in interleaved rounds
+ * of short slices (a drift of the disk hits every case alike), CPU-bound
+ * cases are rated per second of CPU time they used (wall rates in the
+ * notes), and the sync cases also get paired per-round ratios.
+ *
  * Not a test: bench/run.sh builds it in release mode and runs it. Progress
- * goes to stderr, the machine description and the table to stdout.
+ * goes to stderr, the machine description and the table to stdout. Exit
+ * status: 0 the run completed (whatever the verdicts), 1 a case failed to
+ * run, 2 usage, 130 interrupted.
  */
 #include <errno.h>
 #include <fcntl.h>
