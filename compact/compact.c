@@ -710,6 +710,32 @@ static int pass_keys(compactor *c)
 
 /* ---- the plan ------------------------------------------------------------------ */
 
+/* A run of files becomes one merged file when that is worth rewriting it:
+ * four files or more, or a result of at least half the target (so that a
+ * run which keeps growing by one small file per compaction — each run's
+ * COMPACTION record starts one — is not rewritten every time). Otherwise
+ * each of its files that has something to prune is rewritten alone. */
+static void add_group(compactor *c, const group *g)
+{
+    if (g->nfiles >= 4 || (g->nfiles >= 2 && g->out_bytes >= c->target / 2)) {
+        c->g[c->ng++] = *g;
+        return;
+    }
+    for (size_t i = g->a; i <= g->b; i++) {
+        const cfile *f = &c->f[i];
+        if (f->leftover || f->save_count == 0)
+            continue;
+        group one;
+        memset(&one, 0, sizeof one);
+        one.a = one.b = i;
+        one.nfiles = 1;
+        one.in_bytes = f->size;
+        one.out_bytes = (uint64_t)((int64_t)f->size - f->save_bytes);
+        one.prune_count = f->save_count;
+        c->g[c->ng++] = one;
+    }
+}
+
 static int plan(compactor *c)
 {
     for (size_t i = 0; i < c->nf; i++) {
@@ -735,11 +761,12 @@ static int plan(compactor *c)
     c->g = calloc(c->nf ? c->nf : 1, sizeof *c->g);
     if (!c->g)
         return -ENOMEM;
-    /* The last sealed file is never merged into an earlier one: when the
-     * writer closes with an empty active segment, it becomes the last file
-     * of the journal, and a leftover there (a crash before its removal)
-     * would not continue the file before it, which recovery checks
-     * (FORMAT.md §6, §11.4). It may start a run of its own later. */
+    /* Which files may be merged (FORMAT.md §11.3): those whose size after
+     * pruning is under half the target ("small"; a bigger one is near the
+     * target already), except the last sealed file: when the writer closes
+     * with an empty active segment it becomes the last file of the
+     * journal, and a leftover there (a crash before its removal) would not
+     * continue the file before it, which recovery checks (§6, §11.4). */
     size_t last = c->nf;
     for (size_t i = 0; i < c->nf; i++)
         if (!c->f[i].leftover)
@@ -752,8 +779,9 @@ static int plan(compactor *c)
         if (f && f->leftover)
             continue;
         uint64_t out = f ? (uint64_t)((int64_t)f->size - f->save_bytes) : 0;
-        if (f && open && !c->opt.no_merge && i != last &&
-            cur.out_bytes + out <= c->target) {
+        bool small = f && !c->opt.no_merge && i != last &&
+                     out < c->target / 2;
+        if (small && open && cur.out_bytes + out <= c->target) {
             cur.b = i;
             cur.nfiles++;
             cur.in_bytes += f->size;
@@ -761,8 +789,9 @@ static int plan(compactor *c)
             cur.prune_count += f->save_count;
             continue;
         }
-        if (open && (cur.nfiles > 1 || cur.prune_count > 0))
-            c->g[c->ng++] = cur;
+        if (open)
+            add_group(c, &cur);
+        open = false;
         if (!f)
             break;
         cur.a = cur.b = i;
@@ -770,7 +799,11 @@ static int plan(compactor *c)
         cur.in_bytes = f->size;
         cur.out_bytes = out;
         cur.prune_count = f->save_count;
-        open = true;
+        if (small) {
+            open = true;
+        } else {
+            add_group(c, &cur);
+        }
     }
     /* What the directory will hold. */
     c->rep.files_after = c->rep.files_before - c->rep.leftovers_removed;
