@@ -916,6 +916,33 @@ static int next_file(audit *a)
     return 0;
 }
 
+/* Adds the segment files created since the listing (names after the last
+ * one listed). 1 if there are new ones, 0 none, <0 error. */
+static int more_files(audit *a)
+{
+    char **names;
+    size_t n;
+    int rc = ti_seg_list(a->dirfd, &names, &n);
+    if (rc < 0)
+        return rc;
+    const char *last = a->n ? a->names[a->n - 1] : "";
+    size_t first_new = 0;
+    while (first_new < n && strcmp(names[first_new], last) <= 0)
+        first_new++;
+    if (first_new == n) {
+        ti_seg_list_free(names, n);
+        return 0;
+    }
+    ti_seg_list_free(a->names, a->n);
+    for (size_t i = 0; i < first_new; i++)
+        free(names[i]);
+    memmove(names, names + first_new, (n - first_new) * sizeof *names);
+    a->names = names;
+    a->n = n - first_new;
+    a->idx = 0;
+    return 1;
+}
+
 static void close_file(audit *a)
 {
     a->bytes_done_files += a->w.pos;
@@ -969,11 +996,23 @@ static int probe_tail(audit *a)
     uint32_t wait_ms = a->opt->tail_wait_ms ? a->opt->tail_wait_ms : 1000;
     uint64_t deadline = mono_ns() + (uint64_t)wait_ms * 1000000u;
     w->nohash = false;
+    bool relisted = false;
     for (;;) {
         if (!w->file_open) {
             int rc = next_file(a);
-            if (rc <= 0)
-                return rc; /* 0: nothing after the head */
+            if (rc < 0)
+                return rc;
+            if (rc == 0 && !relisted) {
+                /* Files a writer started since the listing. */
+                relisted = true;
+                rc = more_files(a);
+                if (rc < 0)
+                    return rc;
+                if (rc > 0)
+                    continue;
+            }
+            if (rc == 0)
+                return 0; /* nothing after the head */
         }
         uint64_t pos = w->pos;
         int ev = ti_walk_next(w);
@@ -1399,12 +1438,12 @@ static int run(audit *a)
     if (rc < 0)
         return rc;
 
-    if (r->live || !r->partial) {
+    /* Only when the probe saw appends: reading the head again costs a
+     * walk of the last file. */
+    if (r->live) {
         tally_head_info end;
         if (tally_read_head(a->dir, &end) == 0 && end.seq > r->end_head_seq)
             r->end_head_seq = end.seq;
-        if (r->end_head_seq > a->stop && !r->partial)
-            r->live = 1;
     }
     if (r->compactions > 0 && r->compaction_pruned < r->pruned && !r->partial)
         snprintf(r->note, sizeof r->note,
