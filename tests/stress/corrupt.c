@@ -732,6 +732,14 @@ int main(int argc, char **argv)
         printf(" %s=%u", kind_name[k], x.by_kind[k]);
     printf(" seed=%" PRIu64 "\n", x.seed);
     st_rmrf(x.work);
+    free(x.u);
+    free(x.work);
+    free(x.k1);
+    free(x.k2);
+    free(x.a);
+    free(x.b);
+    free(x.c);
+    free(x.w);
     if (x.failures)
         fprintf(stderr, "%s: %u damage cases not handled as FORMAT.md says "
                 "(first 25 above)\n", st_prog, x.failures);

@@ -456,5 +456,7 @@ int main(int argc, char **argv)
            x.appends_during_faults, x.max_append_ms, x.max_stop_ms,
            x.checkpoints);
     st_rmrf(x.work);
+    free(x.work);
+    free(x.dir);
     return 0;
 }

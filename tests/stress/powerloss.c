@@ -8,10 +8,12 @@
  *                    [--sessions N] [--records K] [--points M]
  *                    [--variants R] [--seed S] [--workdir DIR]
  *                    [--replay-dir DIR] [--keep-failed DIR]
+ *                    [--kill-percent P] [--selftest-ignore-fsync]
  *
  * A session: the journal (all of it taken as durable: the base) is
  * appended to by `tally append --ack --sync P` under the shim, fed K lines
- * in bursts, and either closes or is killed at a random moment. The log is
+ * in bursts, and either closes or (P percent of sessions, default 50) is
+ * killed at a random moment. The log is
  * then replayed. At a crash point k (the first k logged operations done):
  *
  *   - a file's content is its base content plus every write, truncate and
@@ -59,6 +61,7 @@
 struct cfg {
     const char *tally, *shim, *policy, *workdir, *replay_dir, *keep_failed;
     unsigned sessions, records, points, variants;
+    unsigned kill_pct; /* sessions killed at a random moment, percent */
     uint64_t seed;
     int ignore_fsync; /* self-test: the model forgets every fdatasync */
 };
@@ -143,6 +146,8 @@ static void bytes_resize(bytes *b, size_t len)
 
 static void bytes_write(bytes *b, uint64_t off, const uint8_t *p, size_t n)
 {
+    if (n == 0)
+        return;
     if (off + n > b->len)
         bytes_resize(b, (size_t)(off + n));
     memcpy(b->p + off, p, n);
@@ -671,8 +676,19 @@ static int logged_run(struct run *r, const char *logpath, uint64_t first)
     unsetenv("LD_PRELOAD");
     close(pin[0]);
 
-    int kill_it = st_rng_below(&r->rng, 2) == 0;
-    unsigned kill_after = kill_it ? (unsigned)st_rng_below(&r->rng, r->c.records) : ~0u;
+    /* Wait until the writer has opened the journal (its segment created:
+     * a few events logged), so that a slow start (a sanitizer build) does
+     * not turn the session into nothing. */
+    for (int i = 0; i < 300; i++) {
+        struct stat lsb;
+        if (stat(logpath, &lsb) == 0 &&
+            lsb.st_size >= (off_t)(5 * sizeof(struct iolog_ev)))
+            break;
+        st_sleep_ms(10);
+    }
+    int kill_it = st_rng_below(&r->rng, 100) < r->c.kill_pct;
+    unsigned kill_after = kill_it ? r->c.records / 4 +
+        (unsigned)st_rng_below(&r->rng, r->c.records - r->c.records / 4) : ~0u;
     uint64_t seq = first;
     for (unsigned i = 0; i < r->c.records; i++) {
         if (i == kill_after) {
@@ -686,8 +702,9 @@ static int logged_run(struct run *r, const char *logpath, uint64_t first)
         p[n++] = '\n';
         if (write(pin[1], p, n) != (ssize_t)n)
             break; /* the writer died */
-        if (st_rng_below(&r->rng, 4) == 0)
-            st_sleep_ms((unsigned)st_rng_below(&r->rng, 3));
+        /* pauses: the writer syncs (batch, none) and acks in between */
+        if (st_rng_below(&r->rng, 3) == 0)
+            st_sleep_ms(1 + (unsigned)st_rng_below(&r->rng, 3));
     }
     close(pin[1]);
     int status = st_wait(pid);
@@ -773,7 +790,7 @@ static void usage(void)
     fprintf(stderr, "usage: stress-powerloss --tally PATH --shim iolog.so "
             "--policy P [--sessions N] [--records K] [--points M] "
             "[--variants R] [--seed S] [--workdir DIR] [--replay-dir DIR] "
-            "[--keep-failed DIR]\n");
+            "[--keep-failed DIR] [--kill-percent P] [--selftest-ignore-fsync]\n");
     exit(2);
 }
 
@@ -792,6 +809,7 @@ int main(int argc, char **argv)
         { "replay-dir", required_argument, NULL, 'r' },
         { "keep-failed", required_argument, NULL, 'K' },
         { "selftest-ignore-fsync", no_argument, NULL, 'I' },
+        { "kill-percent", required_argument, NULL, 'P' },
         { NULL, 0, NULL, 0 },
     };
     struct run r;
@@ -800,6 +818,7 @@ int main(int argc, char **argv)
     r.c.records = 40;
     r.c.points = 80;
     r.c.variants = 5;
+    r.c.kill_pct = 50;
     r.c.seed = st_seed_default();
     st_prog = "stress-powerloss";
     int c;
@@ -817,6 +836,7 @@ int main(int argc, char **argv)
         case 'r': r.c.replay_dir = optarg; break;
         case 'K': r.c.keep_failed = optarg; break;
         case 'I': r.c.ignore_fsync = 1; break;
+        case 'P': r.c.kill_pct = (unsigned)strtoul(optarg, NULL, 10); break;
         default: usage();
         }
     }
