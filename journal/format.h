@@ -27,6 +27,12 @@
 #define TF_EPOCH_FORGOTTEN 0x1u    /* §3.2 flags bit 0 */
 #define TF_META_MAX_EXT (1u << 20) /* sanity bound on ext_len when reading */
 
+/* §3.3 extension tags */
+#define TF_EXT_PADDING 0x0001u     /* padding policy of new segments */
+#define TF_EXT_PADDING_LEN 8u      /* kind (1), reserved (3), le32 block */
+#define TF_PAD_MIN_BLOCK 16u       /* block:N bounds (§3.3) */
+#define TF_PAD_MAX_BLOCK (16u << 20)
+
 /* §3.1: the fixed part; name, epochs, extensions, mac, checksum follow. */
 struct tf_meta_fixed {
     uint8_t magic[8];
@@ -132,6 +138,11 @@ _Static_assert(offsetof(struct tf_frame_header, body_len) == 24, "§4.2");
 #define TF_KIND_PRUNED 3u
 #define TF_FRAME_COMPRESSED 0x1u
 #define TF_MAX_BODY (16u * 1024u * 1024u + 64u * 1024u)
+/* §4.2 padding buckets: envelopes of 64 B, 128 B, ... 16 MiB, and the
+ * largest envelope a body may hold. */
+#define TF_BUCKET_MIN 64u
+#define TF_BUCKET_MAX_POW2 (16u * 1024u * 1024u)
+#define TF_MAX_ENV (TF_MAX_BODY - 16u)
 #define TF_PRUNED_BODY 64u
 
 /* §4.2 envelope header */
@@ -146,6 +157,8 @@ _Static_assert(sizeof(struct tf_envelope) == 16, "FORMAT.md §4.2 envelope");
 #define TF_ENV_HEADER_BYTES 16u
 /* Smallest SEALED/CLEAR body: an empty envelope and the tag. */
 #define TF_MIN_BODY (TF_ENV_HEADER_BYTES + TF_TAG_BYTES)
+/* §6.1: the smallest PAD record, so the smallest gap one can fill. */
+#define TF_PAD_FRAME_MIN (TF_FRAME_OVERHEAD + TF_MIN_BODY)
 
 /* §4.3: AD = jid || frame header || prev_link */
 #define TF_AD_BYTES (32u + TF_FRAME_HEADER_BYTES + 32u)

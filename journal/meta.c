@@ -1,12 +1,15 @@
 /*
  * meta.c — the metadata file tally.meta (FORMAT.md §3): reading with its
  * checks (length, checksum, KCV, MAC), writing by atomic replace, and the
- * wrapping of epoch data keys (§3.2).
+ * wrapping of epoch data keys (§3.2), and the padding policy kept in its
+ * extension area (§3.3, §4.2).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -286,5 +289,244 @@ int ti_meta_write(int dirfd, ti_meta *m, const uint8_t mk[32])
     free(buf);
     if (rc < 0)
         m->generation--;
+    return rc;
+}
+
+/* ---- the padding policy (§3.3 extension PADDING, §4.2) -------------------- */
+
+int ti_padding_check(const tally_padding *p)
+{
+    if (!p)
+        return -EINVAL;
+    switch (p->kind) {
+    case TALLY_PAD_NONE:
+    case TALLY_PAD_BUCKETS:
+        return p->block == 0 ? 0 : -EINVAL;
+    case TALLY_PAD_BLOCK:
+        return p->block >= TF_PAD_MIN_BLOCK && p->block <= TF_PAD_MAX_BLOCK
+                   ? 0
+                   : -EINVAL;
+    default:
+        return -EINVAL;
+    }
+}
+
+size_t tally_padded_len(const tally_padding *p, size_t env_len)
+{
+    if (!p || ti_padding_check(p) < 0 || env_len > TF_MAX_ENV)
+        return env_len;
+    size_t to = env_len;
+    if (p->kind == TALLY_PAD_BLOCK) {
+        to = (env_len + p->block - 1) / p->block * p->block;
+    } else if (p->kind == TALLY_PAD_BUCKETS) {
+        to = TF_BUCKET_MIN;
+        while (to < env_len && to < TF_BUCKET_MAX_POW2)
+            to <<= 1;
+        if (to < env_len)
+            to = TF_MAX_ENV;
+    }
+    /* Never past the largest body: a record that would round beyond it is
+     * padded to exactly that, one more fixed size (§4.2). */
+    return to > TF_MAX_ENV ? TF_MAX_ENV : to;
+}
+
+/* Finds the first entry with tag among the TLVs of an extension area,
+ * checking that every entry lies inside it: 1 found (*ret_val, *ret_len),
+ * 0 not, or TALLY_EINTEGRITY when an entry overruns the area. */
+static int ext_find(const uint8_t *ext, uint32_t ext_len, uint16_t tag,
+                    const uint8_t **ret_val, uint16_t *ret_len)
+{
+    uint32_t off = 0;
+    int found = 0;
+    while (off < ext_len) {
+        if (ext_len - off < 4)
+            return TALLY_EINTEGRITY;
+        uint16_t t = le16_get(ext + off), l = le16_get(ext + off + 2);
+        if (ext_len - off - 4 < l)
+            return TALLY_EINTEGRITY;
+        if (t == tag && !found) {
+            *ret_val = ext + off + 4;
+            *ret_len = l;
+            found = 1;
+        }
+        off += 4u + l;
+    }
+    return found;
+}
+
+int ti_meta_padding(const ti_meta *m, tally_padding *ret)
+{
+    const uint8_t *v = NULL;
+    uint16_t l = 0;
+    int rc = ext_find(m->ext, m->ext_len, TF_EXT_PADDING, &v, &l);
+    if (rc < 0)
+        return rc;
+    tally_padding p = { TALLY_PAD_NONE, 0 };
+    if (rc == 1) {
+        if (l != TF_EXT_PADDING_LEN || v[1] || v[2] || v[3])
+            return TALLY_EINTEGRITY;
+        if (v[0] > TALLY_PAD_BUCKETS)
+            return TALLY_EFORMAT; /* a later policy: this writer cannot honour it */
+        p.kind = (tally_padding_kind)v[0];
+        p.block = le32_get(v + 4);
+        if (ti_padding_check(&p) < 0)
+            return TALLY_EINTEGRITY;
+    }
+    *ret = p;
+    return 0;
+}
+
+int ti_meta_set_padding(ti_meta *m, const tally_padding *p)
+{
+    if (ti_padding_check(p) < 0)
+        return -EINVAL;
+    /* The other entries are kept as they are, in their order. */
+    uint8_t *out = malloc((size_t)m->ext_len + 4 + TF_EXT_PADDING_LEN);
+    if (!out)
+        return -ENOMEM;
+    uint32_t off = 0, n = 0;
+    while (off + 4 <= m->ext_len) {
+        uint16_t t = le16_get(m->ext + off), l = le16_get(m->ext + off + 2);
+        if (m->ext_len - off - 4 < l)
+            break; /* malformed tail: dropped (ti_meta_padding refused it) */
+        if (t != TF_EXT_PADDING) {
+            memcpy(out + n, m->ext + off, 4u + l);
+            n += 4u + l;
+        }
+        off += 4u + l;
+    }
+    if (p->kind != TALLY_PAD_NONE) {
+        le16_put(out + n, TF_EXT_PADDING);
+        le16_put(out + n + 2, TF_EXT_PADDING_LEN);
+        out[n + 4] = (uint8_t)p->kind;
+        out[n + 5] = out[n + 6] = out[n + 7] = 0;
+        le32_put(out + n + 8, p->block);
+        n += 4 + TF_EXT_PADDING_LEN;
+    }
+    free(m->ext);
+    m->ext = n ? out : NULL;
+    m->ext_len = n;
+    if (!n)
+        free(out);
+    return 0;
+}
+
+int tally_padding_parse(const char *s, tally_padding *ret)
+{
+    if (!s || !ret)
+        return -EINVAL;
+    tally_padding p = { TALLY_PAD_NONE, 0 };
+    if (strcmp(s, "none") == 0) {
+        /* as initialised */
+    } else if (strcmp(s, "buckets") == 0) {
+        p.kind = TALLY_PAD_BUCKETS;
+    } else if (strncmp(s, "block:", 6) == 0) {
+        const char *d = s + 6;
+        uint64_t v = 0;
+        if (*d < '0' || *d > '9')
+            return -EINVAL;
+        for (; *d >= '0' && *d <= '9'; d++) {
+            v = v * 10 + (uint64_t)(*d - '0');
+            if (v > TF_PAD_MAX_BLOCK)
+                return -EINVAL;
+        }
+        if (*d == 'K' || *d == 'k')
+            v <<= 10, d++;
+        else if (*d == 'M' || *d == 'm')
+            v <<= 20, d++;
+        if (*d != 0 || v > TF_PAD_MAX_BLOCK)
+            return -EINVAL;
+        p.kind = TALLY_PAD_BLOCK;
+        p.block = (uint32_t)v;
+    } else {
+        return -EINVAL;
+    }
+    if (ti_padding_check(&p) < 0)
+        return -EINVAL;
+    *ret = p;
+    return 0;
+}
+
+int tally_padding_format(const tally_padding *p, char *buf, size_t len)
+{
+    if (!p)
+        return snprintf(buf, len, "?");
+    switch (p->kind) {
+    case TALLY_PAD_NONE:
+        return snprintf(buf, len, "none");
+    case TALLY_PAD_BUCKETS:
+        return snprintf(buf, len, "buckets");
+    case TALLY_PAD_BLOCK:
+        return snprintf(buf, len, "block:%u", (unsigned)p->block);
+    default:
+        return snprintf(buf, len, "?");
+    }
+}
+
+int tally_get_padding(const char *dir, tally_padding *ret)
+{
+    if (!dir || !ret)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+    ti_meta m;
+    int rc = ti_meta_read(dirfd, NULL, &m, NULL, 0);
+    close(dirfd);
+    if (rc < 0)
+        return rc;
+    tally_padding p;
+    rc = ti_meta_padding(&m, &p);
+    ti_meta_free(&m);
+    if (rc == 0)
+        *ret = p;
+    return rc;
+}
+
+int tally_set_padding(const char *dir,
+                      const uint8_t master_key[static TALLY_KEY_BYTES],
+                      const tally_padding *p)
+{
+    if (!dir || !master_key || ti_padding_check(p) < 0)
+        return -EINVAL;
+    if (sodium_init() < 0)
+        return -EIO;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+    int lockfd = -1, rc;
+    ti_meta m;
+    bool have = false;
+    if (faccessat(dirfd, TF_META_FILE, F_OK, 0) < 0) {
+        rc = errno == ENOENT ? TALLY_ENOJOURNAL : -errno;
+        goto out;
+    }
+    /* The writer's lock (§1): a writer reads the policy at open, so the
+     * change takes effect with the next open and never under a writer. */
+    lockfd = openat(dirfd, TF_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lockfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        goto out;
+    }
+    rc = ti_meta_read(dirfd, master_key, &m, NULL, 0);
+    if (rc < 0)
+        goto out;
+    have = true;
+    /* A malformed or unknown policy entry is replaced, not carried on. */
+    rc = ti_meta_set_padding(&m, p);
+    if (rc == 0)
+        rc = ti_meta_write(dirfd, &m, master_key);
+out:
+    if (have)
+        ti_meta_free(&m);
+    if (lockfd >= 0)
+        close(lockfd);
+    close(dirfd);
     return rc;
 }

@@ -354,7 +354,8 @@ void ti_frame_encode(const ti_aead *a, const uint8_t jid[32], uint8_t *out,
                      const ti_frame_in *in, uint8_t *clear_work,
                      uint8_t link[32])
 {
-    size_t env_len = TF_ENV_HEADER_BYTES + in->key_len + in->data_len;
+    size_t env_len = TF_ENV_HEADER_BYTES + in->key_len + in->data_len +
+                     in->pad_len;
     ti_frame_hdr h = {
         .kind = in->kind,
         .flags = in->flags,
@@ -374,6 +375,9 @@ void ti_frame_encode(const ti_aead *a, const uint8_t jid[32], uint8_t *out,
         memcpy(env + TF_ENV_HEADER_BYTES, in->key, in->key_len);
     if (in->data_len)
         memcpy(env + TF_ENV_HEADER_BYTES + in->key_len, in->data, in->data_len);
+    if (in->pad_len)
+        memset(env + TF_ENV_HEADER_BYTES + in->key_len + in->data_len, 0,
+               in->pad_len);
     uint8_t *tag = env + env_len;
     if (in->kind == TF_KIND_SEALED) {
         uint8_t ad[TF_AD_BYTES];

@@ -135,6 +135,15 @@ int ti_meta_read(int dirfd, const uint8_t *mk, ti_meta *ret, char *err,
 int ti_meta_write(int dirfd, ti_meta *m, const uint8_t mk[32]);
 void ti_meta_free(ti_meta *m);
 const ti_epoch *ti_meta_epoch(const ti_meta *m, uint32_t epoch);
+/* The padding policy in m's extensions (§3.3): NONE when absent;
+ * TALLY_EFORMAT for a kind this version does not know, TALLY_EINTEGRITY
+ * for a malformed extension area or value. */
+int ti_meta_padding(const ti_meta *m, tally_padding *ret);
+/* Replaces m's padding extension (removed for NONE; other tags kept).
+ * 0, -EINVAL (invalid policy) or -ENOMEM. */
+int ti_meta_set_padding(ti_meta *m, const tally_padding *p);
+/* 0 if p is a policy this version writes, else -EINVAL. */
+int ti_padding_check(const tally_padding *p);
 /* Wraps dk into e (fresh random nonce) / unwraps it (TALLY_EKEY when the tag
  * fails, TALLY_EPRUNED when the epoch was forgotten). */
 void ti_epoch_wrap(ti_epoch *e, const uint8_t mk[32], const uint8_t jid[32],
@@ -215,8 +224,10 @@ int ti_frame_open(const ti_aead *a, const uint8_t jid[32],
                   const ti_frame_hdr *h, uint8_t *work,
                   const uint8_t **ret_env, size_t *ret_env_len);
 
-/* Encodes one SEALED or CLEAR frame at out (112 + key_len + data_len bytes,
- * see ti_frame_size), encrypting in place, and fills in the link after it.
+/* Encodes one SEALED or CLEAR frame at out (112 + key_len + data_len +
+ * pad_len bytes, see ti_frame_size), encrypting in place, and fills in the
+ * link after it. pad_len zero bytes follow the data inside the envelope
+ * (FORMAT.md §4.2 padding).
  * clear_work must hold TF_AD_BYTES + envelope bytes for CLEAR (unused for
  * SEALED). link is read as prev_link and overwritten with the new link. */
 typedef struct ti_frame_in {
@@ -230,6 +241,7 @@ typedef struct ti_frame_in {
     const void *data;
     size_t data_len;
     size_t raw_len;
+    size_t pad_len;    /* zero bytes after the data (§4.2) */
 } ti_frame_in;
 static inline size_t ti_frame_size(size_t key_len, size_t data_len)
 {

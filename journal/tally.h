@@ -39,6 +39,10 @@ extern "C" {
 #define TALLY_TYPE_SNAPSHOT   0xFF01u
 #define TALLY_TYPE_CHECKPOINT 0xFF02u
 #define TALLY_TYPE_COMPACTION 0xFF03u
+/* Written by the library under batched flushes to fill a file block
+ * (FORMAT.md §6.1): CLEAR, empty, zero padding. Readers return it like any
+ * record; an application skips it by its type. */
+#define TALLY_TYPE_PAD        0xFF04u
 
 /* Error codes beyond errno. */
 #define TALLY_EINTEGRITY (-1001) /* tampered, corrupt, truncated in the middle */
@@ -91,6 +95,28 @@ typedef enum tally_sync_policy {
     TALLY_SYNC_NONE = 3,
 } tally_sync_policy;
 
+/* Padding of record plaintext before encryption (FORMAT.md §4.2), so that
+ * a frame's body_len reveals only the padded size:
+ *   NONE     no padding: body_len gives the exact envelope length
+ *   BLOCK    the envelope is padded to a multiple of block bytes
+ *            (16 .. 16 MiB)
+ *   BUCKETS  the envelope is padded to the next power of two from 64 B to
+ *            16 MiB, or to the largest envelope for the few records above
+ *            16 MiB: TALLY_PAD_BUCKET_COUNT sizes in all
+ * A padded size never exceeds the largest body (TF_MAX_BODY, 16 MiB +
+ * 64 KiB): a record whose rounded size would is padded to exactly that. */
+typedef enum tally_padding_kind {
+    TALLY_PAD_NONE = 0,
+    TALLY_PAD_BLOCK = 1,
+    TALLY_PAD_BUCKETS = 2,
+} tally_padding_kind;
+#define TALLY_PAD_BUCKET_COUNT 20u
+
+typedef struct tally_padding {
+    tally_padding_kind kind;
+    uint32_t block; /* BLOCK: the multiple; otherwise 0 */
+} tally_padding;
+
 typedef struct tally_options {
     /* 32-byte master key, or NULL (open for reading without the key only). */
     const uint8_t *master_key;
@@ -107,7 +133,27 @@ typedef struct tally_options {
     /* open: sync policy and the INTERVAL period (0 = 100 ms). */
     tally_sync_policy sync;
     uint32_t sync_interval_ms;
+    /* init: padding policy recorded in the metadata (zero = NONE); change
+     * it later with tally_set_padding. */
+    tally_padding padding;
+    /* open: batched flushes (FORMAT.md §6.1), so that the file grows in
+     * steps that do not follow the application's timing. Both 0: off.
+     *   flush_interval_ms  records reach the file only at the ticks of a
+     *       fixed clock of this period; frame timestamps the writer takes
+     *       are rounded down to it; appenders that wait for durability
+     *       (ALWAYS, BATCH, tally_sync) wait for the next tick.
+     *   flush_block  each write ends on a multiple of this many bytes of
+     *       the file (512 .. 16 MiB; default 4096 with an interval), the
+     *       last block filled with a PAD record. Without an interval,
+     *       blocks are written when full, and at once where durability is
+     *       asked for (ALWAYS, BATCH, tally_sync). */
+    uint32_t flush_interval_ms;
+    uint32_t flush_block;
 } tally_options;
+
+#define TALLY_FLUSH_MIN_BLOCK 512u
+#define TALLY_FLUSH_MAX_BLOCK (16u * 1024u * 1024u)
+#define TALLY_FLUSH_DEFAULT_BLOCK 4096u
 
 /* One record to append. ts_ns = 0 takes the current time. */
 typedef struct tally_record_in {
@@ -275,6 +321,31 @@ int tally_key_load(const char *path, uint8_t out[static TALLY_KEY_BYTES]);
 
 /* Writes 32 random bytes to a new file (O_EXCL, mode 0600) and fsyncs it. */
 int tally_keygen(const char *path);
+
+/* ---- padding policy (FORMAT.md §3.3, §4.2; journal/meta.c) -------------- */
+
+/* Parses "none", "buckets" or "block:N" (N with an optional K or M suffix,
+ * powers of 1024). 0 or -EINVAL. */
+int tally_padding_parse(const char *s, tally_padding *ret);
+/* Writes the form tally_padding_parse reads ("block:4096"); returns what
+ * snprintf returns. */
+int tally_padding_format(const tally_padding *p, char *buf, size_t len);
+/* The envelope length a record of env_len plaintext bytes (16 + key +
+ * stored data) is padded to; env_len itself when it is out of range. */
+size_t tally_padded_len(const tally_padding *p, size_t env_len);
+
+/* The policy recorded in dir's metadata (none when absent). No key and no
+ * lock: the metadata checksum is checked, not its MAC. TALLY_EFORMAT for a
+ * policy this version does not know. */
+int tally_get_padding(const char *dir, tally_padding *ret);
+
+/* Records a new policy: takes the writer's lock (-EBUSY while a writer is
+ * open) and replaces the metadata atomically. Segments started from then
+ * on (the next tally_open) are padded under it; records already written
+ * keep their sizes. */
+int tally_set_padding(const char *dir,
+                      const uint8_t master_key[static TALLY_KEY_BYTES],
+                      const tally_padding *p);
 
 /* ---- key epochs (FORMAT.md §3.2, §3.4; journal/epochs.c) ---------------- */
 

@@ -9,6 +9,12 @@
  * it, by one "leader" at a time (flushing = true), while other appenders
  * keep filling the other buffer (group commit). A failed write or sync
  * poisons the handle: it is never retried.
+ *
+ * Leakage (FORMAT.md §4.2, §6.1): records are padded under the policy the
+ * metadata names, and with batched flushes the file is written only in
+ * whole blocks (the last one filled with a PAD record), at the ticks of a
+ * fixed clock or when a block is full, so that neither sizes nor write
+ * times follow the application's records one to one.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +37,7 @@
 #define NONE_CAP (8u << 20)        /* NONE: the appender writes past this */
 #define COMPRESS_MIN 64u           /* smaller payloads are not worth trying */
 #define SEAL_CAP (64u << 20)       /* buffered while a background seal runs */
+#define CLOCK_CAP (64u << 20)      /* flush clock: appenders wait past this */
 
 /* A segment made current under the lock; its file is created by whoever
  * does the I/O (create_segment_file). */
@@ -54,6 +61,16 @@ struct tally {
     tally_sync_policy sync;
     uint32_t interval_ms;
     bool compress;
+    tally_padding pad;   /* the metadata's policy at open (§4.2) */
+
+    /* batched flushes (§6.1): block = 0 when off */
+    uint64_t block;      /* each write ends on a multiple of this */
+    uint32_t flush_ms;   /* writes only at the ticks of this clock (0: when
+                          * blocks are full) */
+    uint64_t ts_quantum; /* ns the writer's timestamps are rounded down to */
+    uint64_t ready_len;  /* no clock: bytes at the head of cur that end on a
+                          * block boundary, and the last seq in them */
+    uint64_t ready_seq;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;   /* a flush ended, or the segment changed */
@@ -201,7 +218,18 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
         uint64_t pre = t->meta.segment_size + (64u << 10);
         if (pre > (1ull << 30))
             pre = 1ull << 30;
-        (void)fallocate(fd, 0, 0, (off_t)pre);
+        if (t->block)
+            pre = (pre + t->block - 1) / t->block * t->block;
+        if (fallocate(fd, 0, 0, (off_t)pre) < 0 && t->block) {
+            *what = "ftruncate";
+            /* Batched flushes (§6.1): the file size is a whole number of
+             * blocks from the start, also where space cannot be reserved
+             * (zero bytes up to the boundary, a reserved tail all the
+             * same). */
+            rc = ftruncate(fd, (off_t)t->block) < 0 ? -errno : 0;
+        }
+    }
+    if (rc == 0) {
         *what = "fsync";
         rc = w_sync(t, fd, false);
     }
@@ -295,20 +323,61 @@ static void *seal_main(void *arg)
 
 /* ---- flushing ------------------------------------------------------------- */
 
-/* With t->mu held: writes out everything buffered so far (and fdatasyncs
- * when sync), as the one leader; returns with t->mu held. */
-static int flush_locked(tally *t, bool sync)
+/* What a flush writes: everything buffered, only the whole blocks at the
+ * head of the buffer (batched flushes without a clock), or nothing (an
+ * fdatasync of what was written before). */
+enum flush_what { FL_ALL, FL_READY, FL_NONE };
+
+static int encode_pad(tally *t, uint64_t gap);
+
+/* With t->mu held, under batched flushes: fills the buffered frames up to
+ * the next block boundary of the file with a PAD record (FORMAT.md §6.1),
+ * so that the write that takes them ends on it. Nothing to do when the
+ * segment holds no frame yet or already ends on a boundary. */
+static int pad_to_block(tally *t)
+{
+    if (!t->block || t->seg_frames == 0 || t->seg_bytes % t->block == 0)
+        return 0;
+    uint64_t gap = t->block - t->seg_bytes % t->block;
+    if (gap < TF_PAD_FRAME_MIN)
+        gap += t->block; /* too small for a PAD record: the next boundary */
+    return encode_pad(t, gap);
+}
+
+/* With t->mu held: writes out what `what` says (and fdatasyncs when sync),
+ * as the one leader; returns with t->mu held. */
+static int flush_locked(tally *t, enum flush_what what_, bool sync)
 {
     while (t->flushing || t->sealing)
         pthread_cond_wait(&t->cv, &t->mu);
     if (t->poison)
         return TALLY_EPOISONED;
-    if (t->cur.len == 0 && (!sync || t->durable_seq >= t->written_seq))
+    if (what_ == FL_ALL && t->cur.len) {
+        int rc = pad_to_block(t);
+        if (rc < 0)
+            return rc;
+    }
+    size_t n = what_ == FL_ALL ? t->cur.len
+             : what_ == FL_READY ? (size_t)t->ready_len : 0;
+    uint64_t upto = what_ == FL_ALL ? t->seq
+                  : what_ == FL_READY ? t->ready_seq : t->written_seq;
+    if (n == 0 && (!sync || t->durable_seq >= t->written_seq))
         return 0;
+    if (n == 0)
+        upto = t->written_seq;
     ti_buf out = t->cur;
-    t->cur = t->spare;
-    t->spare = out;
-    uint64_t upto = t->seq;
+    if (n) {
+        /* The frames after the first n bytes stay buffered. */
+        size_t rest = out.len - n;
+        if (rest && ti_buf_reserve(&t->spare, rest) < 0)
+            return -ENOMEM;
+        t->cur = t->spare;
+        t->spare = out;
+        if (rest)
+            memcpy(t->cur.p, out.p + n, rest);
+        t->cur.len = rest;
+        t->ready_len = 0;
+    }
     int fd = t->segfd;
     t->flushing = true;
     pthread_mutex_unlock(&t->mu);
@@ -316,28 +385,30 @@ static int flush_locked(tally *t, bool sync)
     uint64_t off = t->file_off;
     int rc = 0;
     const char *what = "write";
-    if (out.len)
-        rc = w_write(t, fd, out.p, out.len, off);
+    if (n)
+        rc = w_write(t, fd, out.p, n, off);
     if (rc == 0 && sync) {
         what = "fdatasync";
         rc = w_sync(t, fd, true);
-    } else if (rc == 0 && out.len) {
+    } else if (rc == 0 && n) {
         /* Start writeback now (it does not wait), so that the fdatasync at
          * rollover or close finds little left to do. Advisory only: its
          * result changes no promise. */
-        (void)sync_file_range(fd, (off64_t)off, (off64_t)out.len,
+        (void)sync_file_range(fd, (off64_t)off, (off64_t)n,
                               SYNC_FILE_RANGE_WRITE);
     }
 
     pthread_mutex_lock(&t->mu);
     t->flushing = false;
-    t->spare.len = 0;
+    if (n)
+        t->spare.len = 0;
     if (rc < 0)
         set_poison(t, rc, what);
     else {
-        t->file_off = off + out.len;
-        t->written_seq = upto;
-        if (sync)
+        t->file_off = off + n;
+        if (t->written_seq < upto)
+            t->written_seq = upto;
+        if (sync && t->durable_seq < upto)
             t->durable_seq = upto;
     }
     pthread_cond_broadcast(&t->cv);
@@ -345,8 +416,10 @@ static int flush_locked(tally *t, bool sync)
 }
 
 /* With t->mu held: returns once seq is durable (group commit: whoever finds
- * no flush running leads the next one, the others wait for it). */
-static int make_durable(tally *t, uint64_t seq)
+ * no flush running leads the next one, the others wait for it). Under a
+ * flush clock (§6.1) records reach the file only at its ticks, so the
+ * caller waits for the tick that takes seq, unless force (close). */
+static int make_durable(tally *t, uint64_t seq, bool force)
 {
     while (t->durable_seq < seq) {
         if (t->poison)
@@ -355,7 +428,18 @@ static int make_durable(tally *t, uint64_t seq)
             pthread_cond_wait(&t->cv, &t->mu);
             continue;
         }
-        int rc = flush_locked(t, true);
+        int rc;
+        if (t->flush_ms && !force) {
+            /* The clock syncs what it writes, except under NONE: then the
+             * waiter syncs once its records are written. */
+            if (t->written_seq < seq || t->sync != TALLY_SYNC_NONE) {
+                pthread_cond_wait(&t->cv, &t->mu);
+                continue;
+            }
+            rc = flush_locked(t, FL_NONE, true);
+        } else {
+            rc = flush_locked(t, FL_ALL, true);
+        }
         if (rc < 0)
             return rc;
     }
@@ -363,13 +447,17 @@ static int make_durable(tally *t, uint64_t seq)
 }
 
 /* With t->mu held: a full segment is written, synced and left for good; the
- * next record goes to a new one (FORMAT.md §6). */
-static int maybe_rollover(tally *t)
+ * next record goes to a new one (FORMAT.md §6). Under a flush clock only
+ * the clock's thread (clock = true) does it, at a tick, so that a rollover
+ * writes nothing at the application's moment; appenders wait for it. */
+static int maybe_rollover(tally *t, bool clock)
 {
     while (t->seg_bytes >= t->meta.segment_size && t->seg_frames > 0) {
         if (t->poison)
             return TALLY_EPOISONED;
-        if (t->flushing || t->sealing) {
+        if (t->flushing || t->sealing || (t->flush_ms && !clock)) {
+            if (t->stopping && t->flush_ms && !clock)
+                return 0; /* closing: the segment just grows past its size */
             pthread_cond_wait(&t->cv, &t->mu);
             continue;
         }
@@ -377,7 +465,9 @@ static int maybe_rollover(tally *t)
             pthread_join(t->seal_thr, NULL); /* it has finished */
             t->seal_joinable = false;
         }
-        int rc = 0;
+        int rc = pad_to_block(t); /* a sealed file ends on a block (§6.1) */
+        if (rc < 0)
+            return rc;
         if (t->cur.len) {
             rc = w_write(t, t->segfd, t->cur.p, t->cur.len, t->file_off);
             if (rc < 0) {
@@ -386,6 +476,7 @@ static int maybe_rollover(tally *t)
             }
             t->file_off += t->cur.len;
             t->cur.len = 0;
+            t->ready_len = 0;
             t->written_seq = t->seq;
         }
         int oldfd = t->segfd;
@@ -440,14 +531,32 @@ static bool is_clear(uint16_t type)
 }
 
 /* A record prepared outside the lock: timestamp taken, payload compressed
- * if that makes it smaller (FORMAT.md §8 on the length side channel). */
+ * if that makes it smaller (FORMAT.md §8 on the length side channel),
+ * padding worked out (§4.2). */
 struct prep {
     const tally_record_in *r;
     const void *data;
     size_t data_len;
     uint8_t *z; /* owned compressed copy, or NULL */
     uint64_t ts;
+    size_t pad; /* zero bytes after the data in the envelope */
 };
+
+/* The timestamp a record gets when the caller gives none: under a flush
+ * clock rounded down to its period, so that frame headers tell no more of
+ * the application's timing than the writes do (§6.1). */
+static uint64_t writer_ts(const tally *t)
+{
+    uint64_t now = ti_now_ns();
+    return t->ts_quantum ? now - now % t->ts_quantum : now;
+}
+
+/* SEALED records are padded; CLEAR ones hold nothing secret (§4.2). */
+static void prep_pad(const tally *t, struct prep *p)
+{
+    size_t env = TF_ENV_HEADER_BYTES + p->r->key_len + p->data_len;
+    p->pad = is_clear(p->r->type) ? 0 : tally_padded_len(&t->pad, env) - env;
+}
 
 static void prep_record(const tally *t, const tally_record_in *r,
                         struct prep *p)
@@ -456,27 +565,28 @@ static void prep_record(const tally *t, const tally_record_in *r,
     p->data = r->payload;
     p->data_len = r->payload_len;
     p->z = NULL;
-    p->ts = r->ts_ns ? r->ts_ns : ti_now_ns();
-    if (!t->compress || is_clear(r->type) || r->payload_len < COMPRESS_MIN)
+    p->ts = r->ts_ns ? r->ts_ns : writer_ts(t);
+    if (!t->compress || is_clear(r->type) || r->payload_len < COMPRESS_MIN) {
+        prep_pad(t, p);
         return;
+    }
     uLongf zlen = compressBound((uLong)r->payload_len);
     uint8_t *z = malloc(zlen);
-    if (!z)
-        return; /* stored uncompressed: still correct */
-    if (compress2(z, &zlen, r->payload, (uLong)r->payload_len,
-                  Z_DEFAULT_COMPRESSION) == Z_OK &&
+    if (z && compress2(z, &zlen, r->payload, (uLong)r->payload_len,
+                       Z_DEFAULT_COMPRESSION) == Z_OK &&
         zlen < r->payload_len) {
         p->z = z;
         p->data = z;
         p->data_len = zlen;
     } else {
-        free(z);
+        free(z); /* stored uncompressed: still correct */
     }
+    prep_pad(t, p);
 }
 
 static size_t prep_size(const struct prep *p)
 {
-    return ti_frame_size(p->r->key_len, p->data_len);
+    return ti_frame_size(p->r->key_len, p->data_len) + p->pad;
 }
 
 /* With t->mu held: one frame. Never releases the lock, so that the frames
@@ -507,6 +617,7 @@ static int encode_locked(tally *t, const struct prep *p)
         .data = p->data,
         .data_len = p->data_len,
         .raw_len = r->payload_len,
+        .pad_len = p->pad,
     };
     ti_frame_encode(&t->aead, t->meta.jid, t->cur.p + t->cur.len, &in,
                     t->clear_work.p, t->link);
@@ -517,27 +628,111 @@ static int encode_locked(tally *t, const struct prep *p)
     return 0;
 }
 
+/* With t->mu held: a PAD record of exactly gap bytes (§6.1): CLEAR, an
+ * empty envelope of type PAD and zero bytes up to its end. It takes a seq
+ * and a link like any record. */
+static int encode_pad(tally *t, uint64_t gap)
+{
+    size_t env = (size_t)gap - TF_FRAME_OVERHEAD - TF_TAG_BYTES;
+    int rc = ti_buf_reserve(&t->cur, t->cur.len + gap);
+    if (rc == 0)
+        rc = ti_buf_reserve(&t->clear_work, TF_AD_BYTES + env);
+    if (rc < 0)
+        return rc;
+    ti_frame_in in = {
+        .kind = TF_KIND_CLEAR,
+        .vtype = TALLY_TYPE_PAD,
+        .type = TALLY_TYPE_PAD,
+        .seq = t->seq + 1,
+        .ts_ns = writer_ts(t),
+        .pad_len = env - TF_ENV_HEADER_BYTES,
+    };
+    ti_frame_encode(&t->aead, t->meta.jid, t->cur.p + t->cur.len, &in,
+                    t->clear_work.p, t->link);
+    t->cur.len += gap;
+    t->seq++;
+    t->seg_bytes += gap;
+    t->seg_frames++;
+    return 0;
+}
+
+/* With t->mu held, batched flushes without a clock, before `size` bytes of
+ * frames are encoded (one record, or a whole batch, whose seqs must stay
+ * consecutive): when they do not fit in the open block (leaving either
+ * nothing or room for a PAD record), the block is closed with a PAD
+ * record first and becomes ready to be written; they then start the next
+ * block. */
+static int close_block_before(tally *t, size_t size)
+{
+    if (!t->block || t->flush_ms || t->cur.len <= t->ready_len ||
+        t->seg_frames == 0)
+        return 0;
+    uint64_t r = t->seg_bytes % t->block;
+    if (r == 0)
+        return 0;
+    uint64_t end = t->seg_bytes - r + t->block; /* the open block's end */
+    if (end - t->seg_bytes < TF_PAD_FRAME_MIN)
+        end += t->block;
+    uint64_t after = t->seg_bytes + size;
+    if (after == end || (after < end && end - after >= TF_PAD_FRAME_MIN))
+        return 0; /* fits */
+    int rc = pad_to_block(t);
+    if (rc < 0)
+        return rc;
+    t->ready_len = t->cur.len;
+    t->ready_seq = t->seq;
+    return 0;
+}
+
+/* After frames were encoded without a clock: a block they filled exactly
+ * is ready to be written. */
+static void note_block_end(tally *t)
+{
+    if (t->block && !t->flush_ms && t->seg_bytes % t->block == 0) {
+        t->ready_len = t->cur.len;
+        t->ready_seq = t->seq;
+    }
+}
+
+/* Bytes an appender may write now: all buffered frames, or under batched
+ * flushes without a clock the whole blocks among them. */
+static size_t writable(const tally *t)
+{
+    return t->block ? (size_t)t->ready_len : t->cur.len;
+}
+
 /* With t->mu held, after seq was encoded: what the sync policy promises. */
 static int after_append(tally *t, uint64_t seq)
 {
+    if (t->flush_ms) {
+        /* A flush clock (§6.1): only its ticks write. Durable appends wait
+         * for the tick that takes them; the others return at once, unless
+         * the buffer is over its cap (back pressure). */
+        if (t->sync == TALLY_SYNC_ALWAYS || t->sync == TALLY_SYNC_BATCH)
+            return make_durable(t, seq, false);
+        while (!t->poison && !t->stopping && t->cur.len >= CLOCK_CAP)
+            pthread_cond_wait(&t->cv, &t->mu);
+        return t->poison ? TALLY_EPOISONED : 0;
+    }
+    enum flush_what fw = t->block ? FL_READY : FL_ALL;
     switch (t->sync) {
     case TALLY_SYNC_ALWAYS:
     case TALLY_SYNC_BATCH:
-        return make_durable(t, seq);
+        return make_durable(t, seq, true);
     case TALLY_SYNC_INTERVAL:
         /* While a seal runs, frames wait in memory up to SEAL_CAP; past
          * that the appender waits for it (back pressure). */
-        if (t->cur.len >= (t->sealing ? SEAL_CAP : INTERVAL_CAP))
-            return flush_locked(t, false);
+        if (writable(t) >= (t->sealing ? SEAL_CAP : INTERVAL_CAP))
+            return flush_locked(t, fw, false);
         return 0;
     case TALLY_SYNC_NONE:
     default:
-        if (t->cur.len < NONE_BUFFER)
+        if (writable(t) < NONE_BUFFER)
             return 0;
         /* Past the cap the appender writes (or waits) itself. */
-        if (t->cur.len >= (t->sealing ? SEAL_CAP : NONE_CAP) ||
+        if (writable(t) >= (t->sealing ? SEAL_CAP : NONE_CAP) ||
             !t->thr_started)
-            return flush_locked(t, false);
+            return flush_locked(t, fw, false);
         if (!t->flushing && !t->sealing && !t->kick) {
             t->kick = true;
             pthread_cond_signal(&t->tick);
@@ -560,11 +755,14 @@ int tally_append(tally *t, const tally_record_in *rec, uint64_t *ret_seq)
         rc = TALLY_EPOISONED;
         goto out;
     }
-    rc = maybe_rollover(t);
+    rc = maybe_rollover(t, false);
+    if (rc == 0)
+        rc = close_block_before(t, prep_size(&p));
     if (rc == 0)
         rc = encode_locked(t, &p);
     if (rc < 0)
         goto out;
+    note_block_end(t);
     uint64_t seq = t->seq;
     rc = after_append(t, seq);
     if (rc == 0 && ret_seq)
@@ -603,7 +801,9 @@ int tally_append_batch(tally *t, const tally_record_in *recs, size_t n,
     }
     /* A batch goes to one segment (which may pass its target size by the
      * batch). Room for all of it first, so that nothing stops it halfway. */
-    rc = maybe_rollover(t);
+    rc = maybe_rollover(t, false);
+    if (rc == 0)
+        rc = close_block_before(t, total);
     if (rc == 0)
         rc = ti_buf_reserve(&t->cur, t->cur.len + total);
     if (rc == 0 && clear_max)
@@ -615,6 +815,7 @@ int tally_append_batch(tally *t, const tally_record_in *recs, size_t n,
         rc = encode_locked(t, &p[i]);
     if (rc < 0)
         goto out;
+    note_block_end(t);
     rc = after_append(t, t->seq);
     if (rc == 0 && ret_first_seq)
         *ret_first_seq = first;
@@ -635,7 +836,7 @@ int tally_sync(tally *t, uint64_t seq)
     if (t->poison)
         rc = TALLY_EPOISONED;
     else
-        rc = make_durable(t, seq == 0 || seq > t->seq ? t->seq : seq);
+        rc = make_durable(t, seq == 0 || seq > t->seq ? t->seq : seq, false);
     pthread_mutex_unlock(&t->mu);
     return rc;
 }
@@ -709,8 +910,10 @@ static void *interval_main(void *arg)
             w = pthread_cond_timedwait(&t->tick, &t->mu, &ts);
         if (t->stopping)
             break;
-        if (!t->poison && (t->cur.len || t->durable_seq < t->seq))
-            (void)flush_locked(t, true); /* an error poisons the handle */
+        /* Under batched flushes only whole blocks are written (§6.1); the
+         * rest waits for its block to fill, or for tally_sync. */
+        if (!t->poison)
+            (void)flush_locked(t, t->block ? FL_READY : FL_ALL, true);
     }
     pthread_mutex_unlock(&t->mu);
     return NULL;
@@ -728,8 +931,45 @@ static void *writer_main(void *arg)
         t->kick = false;
         if (t->stopping)
             break;
-        if (!t->poison && t->cur.len)
-            (void)flush_locked(t, false); /* an error poisons the handle */
+        if (!t->poison && writable(t))
+            (void)flush_locked(t, t->block ? FL_READY : FL_ALL, false);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* A flush clock (§6.1): at every tick of a fixed grid of the monotonic
+ * clock, writes what was appended since the last one, filled up to a block
+ * boundary with a PAD record (and syncs it, except under NONE), then does
+ * a rollover that fell due meanwhile. Nothing is written at a tick that
+ * finds nothing appended. */
+static void *clock_main(void *arg)
+{
+    tally *t = arg;
+    const uint64_t period = (uint64_t)t->flush_ms * 1000000u;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t next = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stopping) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        next += period;
+        if (next <= now) /* ticks missed (a long write): the next on the grid */
+            next += (now - next) / period * period + period;
+        ts.tv_sec = (time_t)(next / 1000000000u);
+        ts.tv_nsec = (long)(next % 1000000000u);
+        int w = 0;
+        while (!t->stopping && w != ETIMEDOUT)
+            w = pthread_cond_timedwait(&t->tick, &t->mu, &ts);
+        if (t->stopping)
+            break;
+        if (t->poison)
+            continue;
+        /* an error poisons the handle; waiters see it */
+        (void)flush_locked(t, FL_ALL, t->sync != TALLY_SYNC_NONE);
+        (void)maybe_rollover(t, true);
+        pthread_cond_broadcast(&t->cv);
     }
     pthread_mutex_unlock(&t->mu);
     return NULL;
@@ -787,6 +1027,9 @@ int tally_open(tally **ret, const char *dir, const tally_options *opt,
     if (!ret || !dir || !opt || !opt->master_key ||
         opt->sync > TALLY_SYNC_NONE)
         return -EINVAL;
+    if (opt->flush_block && (opt->flush_block < TALLY_FLUSH_MIN_BLOCK ||
+                             opt->flush_block > TALLY_FLUSH_MAX_BLOCK))
+        return -EINVAL;
     if (sodium_init() < 0)
         return -EIO;
     tally *t = calloc(1, sizeof *t);
@@ -802,6 +1045,11 @@ int tally_open(tally **ret, const char *dir, const tally_options *opt,
     pthread_condattr_destroy(&ca);
     t->sync = opt->sync;
     t->interval_ms = opt->sync_interval_ms ? opt->sync_interval_ms : 100;
+    t->flush_ms = opt->flush_interval_ms;
+    t->block = opt->flush_block ? opt->flush_block
+             : t->flush_ms      ? TALLY_FLUSH_DEFAULT_BLOCK
+                                : 0;
+    t->ts_quantum = (uint64_t)t->flush_ms * 1000000u;
 
     tally_recovery rep;
     memset(&rep, 0, sizeof rep);
@@ -835,6 +1083,13 @@ int tally_open(tally **ret, const char *dir, const tally_options *opt,
     if (rc < 0)
         goto fail;
     t->compress = t->meta.flags & TF_META_COMPRESS;
+    rc = ti_meta_padding(&t->meta, &t->pad);
+    if (rc < 0) {
+        ti_msg(msg, msglen, "%s: %s", TF_META_FILE,
+               rc == TALLY_EFORMAT ? "padding policy unknown to this version"
+                                   : "malformed padding policy");
+        goto fail;
+    }
     rc = ti_aead_alloc(&t->aead, t->meta.cipher);
     if (rc < 0) {
         ti_msg(msg, msglen, "%s",
@@ -866,7 +1121,14 @@ int tally_open(tally **ret, const char *dir, const tally_options *opt,
         rc = -ENOMEM;
         goto fail;
     }
-    if (t->sync == TALLY_SYNC_INTERVAL || t->sync == TALLY_SYNC_NONE) {
+    if (t->flush_ms) {
+        /* Batched by a clock: its thread does all the writing (§6.1). */
+        if (pthread_create(&t->thr, NULL, clock_main, t) != 0) {
+            rc = -EAGAIN;
+            goto fail;
+        }
+        t->thr_started = true;
+    } else if (t->sync == TALLY_SYNC_INTERVAL || t->sync == TALLY_SYNC_NONE) {
         if (pthread_create(&t->thr, NULL,
                            t->sync == TALLY_SYNC_NONE ? writer_main
                                                       : interval_main,
@@ -906,7 +1168,7 @@ int tally_close(tally *t)
     pthread_mutex_lock(&t->mu);
     while (t->sealing)
         pthread_cond_wait(&t->cv, &t->mu);
-    int rc = t->poison ? TALLY_EPOISONED : make_durable(t, t->seq);
+    int rc = t->poison ? TALLY_EPOISONED : make_durable(t, t->seq, true);
     bool empty = t->seg_frames == 0;
     pthread_mutex_unlock(&t->mu);
     if (t->seal_joinable)
@@ -1002,7 +1264,7 @@ int tally_init(const char *dir, const tally_options *opt)
         return rc == TALLY_EFORMAT ? -EINVAL : rc;
     uint64_t segsize = opt->segment_size ? opt->segment_size
                                          : TALLY_DEFAULT_SEGMENT_SIZE;
-    if (segsize < 4096)
+    if (segsize < 4096 || ti_padding_check(&opt->padding) < 0)
         return -EINVAL;
 
     bool created = mkdir(dir, 0700) == 0;
@@ -1070,7 +1332,9 @@ int tally_init(const char *dir, const tally_options *opt)
     m.epochs[0].first_segment = 1;
     randombytes_buf(dk, 32);
     ti_epoch_wrap(&m.epochs[0], opt->master_key, m.jid, dk);
-    rc = ti_meta_write(dirfd, &m, opt->master_key);
+    rc = ti_meta_set_padding(&m, &opt->padding); /* §3.3; none: no entry */
+    if (rc == 0)
+        rc = ti_meta_write(dirfd, &m, opt->master_key);
 out:
     ti_meta_free(&m);
     sodium_free(dk);
