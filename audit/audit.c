@@ -698,10 +698,15 @@ static int frame(audit *a)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
                     h->seq, "%s (FORMAT.md §4.2)", why);
     if (h->kind == TF_KIND_CLEAR && e.type != TALLY_TYPE_CHECKPOINT &&
-        e.type != TALLY_TYPE_COMPACTION)
+        e.type != TALLY_TYPE_COMPACTION && e.type != TALLY_TYPE_PAD)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
-                    h->seq, "CLEAR record of type 0x%04x (only CHECKPOINT and "
-                    "COMPACTION are CLEAR)", e.type);
+                    h->seq, "CLEAR record of type 0x%04x (only CHECKPOINT, "
+                    "COMPACTION and PAD are CLEAR)", e.type);
+    if (e.type == TALLY_TYPE_PAD &&
+        (h->kind != TF_KIND_CLEAR || e.key_len || e.raw_len))
+        return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
+                    h->seq, "PAD record that is not CLEAR and empty "
+                    "(FORMAT.md §4.2)");
     if (h->kind == TF_KIND_SEALED && e.type >= TALLY_TYPE_RESERVED &&
         e.type != TALLY_TYPE_SNAPSHOT)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
