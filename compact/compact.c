@@ -84,6 +84,7 @@ typedef struct fjob {
     uint64_t frame_off;   /* in its file, for messages */
     uint32_t fi;          /* index of its file */
     bool prune;           /* pass C: to be pruned */
+    bool snapshot;        /* pass B: the snapshot, authenticated only */
     /* results */
     int rc;               /* 0, TALLY_EINTEGRITY (why) or -ENOMEM */
     const char *why;
@@ -560,6 +561,8 @@ static void decrypt_task(void *ctx, unsigned tid, unsigned n)
             j->rc = TALLY_EINTEGRITY;
             continue;
         }
+        if (j->snapshot)
+            continue;
         j->has_key = e.key_len > 0;
         j->tomb = e.raw_len == 0;
         if (j->has_key)
@@ -622,7 +625,7 @@ static int flush_keys(compactor *c)
         const fjob *j = &b->j[i];
         if (j->rc < 0)
             return job_fail(c, j);
-        if (!j->has_key)
+        if (!j->has_key || j->snapshot)
             continue;
         tc_kent *k;
         int rc = tc_keymap_get(&c->km, j->out, &k);
@@ -642,16 +645,25 @@ static int flush_keys(compactor *c)
     return 0;
 }
 
+/* 0, <0, or 1: the snapshot cannot be authenticated (its key epoch was
+ * forgotten), so it is not used; the caller runs this again without it. */
 static int pass_keys(compactor *c)
 {
-    if (c->rep.last_seq <= c->snap)
-        return 0; /* nothing after the snapshot */
-    c->nbits = c->rep.last_seq - c->snap;
+    c->nbits = c->rep.last_seq > c->snap ? c->rep.last_seq - c->snap : 0;
+    free(c->bits);
     c->bits = calloc((size_t)(c->nbits / 8 + 1), 1);
     if (!c->bits)
         return -ENOMEM;
+    tc_keymap_free(&c->km);
     tc_keymap_init(&c->km);
+    for (size_t i = 0; i < c->nf; i++) {
+        c->f[i].sup_bytes = 0;
+        c->f[i].sup_count = 0;
+    }
+    c->rep.pruned_superseded = c->rep.pruned_tombstones = 0;
+    batch_clear(&c->b);
     ti_walk *w = &c->w;
+    ti_walk_free(w);
     ti_walk_init(w, c->meta.jid, c->meta.cipher);
     w->nohash = true;   /* pass A checked the structure; AEAD the rest */
     w->started = false;
@@ -677,6 +689,23 @@ static int pass_keys(compactor *c)
             if (ev != TI_EV_FRAME)
                 return walk_bad(c, f->name, ev);
             const ti_frame_hdr *h = &w->fh;
+            if (h->seq == c->snap) {
+                /* The snapshot rule trusts this record's visible type: it
+                 * must authenticate (the frame header is in the AD), or a
+                 * storage attacker could make any record a snapshot. */
+                if (h->kind != TF_KIND_SEALED)
+                    return cfail(c, TALLY_EINTEGRITY, "%s: offset %" PRIu64
+                                 ", seq %" PRIu64 ": a SNAPSHOT record must "
+                                 "be sealed", f->name, w->frame_off, h->seq);
+                if (!c->seg_key)
+                    return 1; /* its epoch was forgotten: not usable */
+                rc = batch_add(c, i, false);
+                if (rc == 0)
+                    c->b.j[c->b.n - 1].snapshot = true;
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
             if (h->seq <= c->snap || h->kind != TF_KIND_SEALED ||
                 h->vtype != 0 || !c->seg_key)
                 continue; /* only application records have keys */
@@ -940,6 +969,7 @@ static int flush_copy(compactor *c, uint64_t *pruned)
 static int copy_group(compactor *c, const group *g, uint64_t *ret_pruned)
 {
     ti_walk *w = &c->w;
+    ti_walk_free(w);
     ti_walk_init(w, c->meta.jid, c->meta.cipher);
     w->started = false;
     w->nohash = true; /* the frames to prune are hashed in flush_copy */
@@ -1264,6 +1294,11 @@ int tally_compact(tally *t, const tally_compact_options *opt,
         rc = pass_structure(c);
     if (rc == 0)
         rc = pass_keys(c);
+    if (rc == 1) {
+        c->snap = 0;
+        c->rep.snapshot_seq = 0;
+        rc = pass_keys(c);
+    }
     if (rc == 0)
         rc = plan(c);
     if (rc == 0 && !c->opt.dry_run)

@@ -398,6 +398,51 @@ static void rotten_body_not_baked_in(void **state)
     free(dir);
 }
 
+/* A storage attacker turns a late record into a "SNAPSHOT" by its visible
+ * type: the compactor authenticates the snapshot it relies on (the frame
+ * header is in the AEAD's associated data), so it refuses instead of
+ * pruning everything before it. */
+static void forged_snapshot_refused(void **state)
+{
+    (void)state;
+    ctu_work w;
+    ctu_generate(&w, 200, 50, 19, NULL);
+    char *dir = build("cforge", &w, 4096);
+    char names[TU_MAX_FILES][32], p[PATH_MAX];
+    int nf = tu_list_segs(dir, names, TU_MAX_FILES);
+    assert_true(nf > 4);
+    tu_path(p, sizeof p, dir, names[nf - 3]); /* sealed, not the last */
+    size_t len;
+    uint8_t *d = tu_read(p, &len);
+    uint64_t off = TF_SEG_HEADER_BYTES, target = 0;
+    uint64_t s = le64_get(d + 32); /* first_seq */
+    ti_frame_hdr h;
+    const char *why;
+    while (off < len) {
+        assert_int_equal(ti_frame_header_parse(d + off, s, &h, &why), 0);
+        if (h.vtype == 0 && h.kind == TF_KIND_SEALED && !target)
+            target = off;
+        off += ti_frame_len(&h);
+        s++;
+    }
+    assert_true(target > 0);
+    uint64_t seq = le64_get(d + target + 8);
+    le16_put(d + target + 6, TALLY_TYPE_SNAPSHOT);
+    tu_write(p, d, len);
+    free(d);
+    tally *t = ctu_open(dir, key);
+    tally_compact_report rep;
+    assert_int_equal(tally_compact(t, NULL, &rep), TALLY_EINTEGRITY);
+    char want[32];
+    snprintf(want, sizeof want, "seq %llu", (unsigned long long)seq);
+    assert_non_null(strstr(rep.message, want));
+    assert_int_equal(tally_close(t), 0);
+    assert_int_equal(tu_file_size(p), len);
+    ctu_work_free(&w);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void second_compaction_busy(void **state)
 {
     (void)state;
@@ -521,6 +566,7 @@ int main(void)
         cmocka_unit_test(active_segment_untouched),
         cmocka_unit_test(damaged_file_refused),
         cmocka_unit_test(rotten_body_not_baked_in),
+        cmocka_unit_test(forged_snapshot_refused),
         cmocka_unit_test(second_compaction_busy),
         cmocka_unit_test(replay_from_snapshot),
     };
