@@ -443,6 +443,43 @@ static void forged_snapshot_refused(void **state)
     free(dir);
 }
 
+/* The newest snapshot sits in a key epoch that was forgotten: it cannot
+ * be authenticated, so nothing is pruned for it; records of that epoch
+ * cannot be read (their keys are unknown) and stay; the later epoch's
+ * superseded records go. */
+static void snapshot_in_forgotten_epoch(void **state)
+{
+    (void)state;
+    char *dir = ctu_init("cforget", key, 4096);
+    tally *t = ctu_open(dir, key);
+    for (int i = 0; i < 30; i++)
+        tu_append_text(t, 1, i % 2 ? "a" : "b", "epoch one, some padding");
+    tu_append_text(t, TALLY_TYPE_SNAPSHOT, NULL, "state in epoch one");
+    tu_append_text(t, 1, "a", "after the snapshot, epoch one");
+    assert_int_equal(tally_close(t), 0);
+    tally_epoch_report er;
+    assert_int_equal(tally_rekey(dir, key, &er), 0);
+    t = ctu_open(dir, key);
+    uint64_t first2 = tu_append_text(t, 1, "x", "epoch two 1");
+    tu_append_text(t, 1, "x", "epoch two 2");
+    tu_append_text(t, 1, "y", "epoch two 3");
+    tu_append_text(t, 1, "x", "epoch two 4");
+    assert_int_equal(tally_close(t), 0);
+    assert_int_equal(tally_forget(dir, key, first2, &er), 0);
+    t = ctu_open(dir, key);
+    tally_compact_report rep;
+    int rc = tally_compact(t, NULL, &rep);
+    if (rc != 0)
+        fail_msg("compact: %s", rep.message);
+    assert_int_equal(rep.snapshot_seq, 0);
+    assert_int_equal(rep.records_pruned, 2);
+    assert_int_equal(rep.pruned_superseded, 2);
+    assert_int_equal(tally_close(t), 0);
+    ctu_verify_both(dir, key);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void second_compaction_busy(void **state)
 {
     (void)state;
@@ -567,6 +604,7 @@ int main(void)
         cmocka_unit_test(damaged_file_refused),
         cmocka_unit_test(rotten_body_not_baked_in),
         cmocka_unit_test(forged_snapshot_refused),
+        cmocka_unit_test(snapshot_in_forgotten_epoch),
         cmocka_unit_test(second_compaction_busy),
         cmocka_unit_test(replay_from_snapshot),
     };
