@@ -339,6 +339,14 @@ static int claim_mismatch(audit *a, const claim *c, const uint8_t *have)
                 c->at_seq, x, y);
 }
 
+static void count_claim(audit *a, tally_audit_where kind)
+{
+    if (kind == TALLY_AUDIT_CHECKPOINT)
+        a->rep->checkpoint_links++;
+    else
+        a->rep->compaction_links++;
+}
+
 /* A record at (file, off, rec_seq) claims link at at_seq: checked now if
  * the link is known, else deferred. Returns 0 or the failure. */
 static int check_claim(audit *a, tally_audit_where kind, uint64_t at_seq,
@@ -354,36 +362,28 @@ static int check_claim(audit *a, tally_audit_where kind, uint64_t at_seq,
     c.rec_off = rec_off;
     snprintf(c.rec_file, sizeof c.rec_file, "%s", a->cur);
     const uint8_t *have;
-    if (link_at(a, at_seq, &have)) {
-        if (memcmp(have, link, 32) != 0)
-            return claim_mismatch(a, &c, have);
-        goto counted;
-    }
+    uint8_t g[32];
     if (at_seq == 0) {
-        uint8_t g[32];
         ti_genesis(g, a->meta.jid);
-        if (memcmp(g, link, 32) != 0)
-            return claim_mismatch(a, &c, g);
-        goto counted;
+        have = g;
+    } else if (!link_at(a, at_seq, &have)) {
+        if (at_seq + 1 < a->from)
+            return 0; /* before the audited range: not checkable here */
+        if (a->nclaims == a->capclaims) {
+            size_t cap = a->capclaims ? 2 * a->capclaims : 64;
+            claim *p = realloc(a->claims, cap * sizeof *p);
+            if (!p)
+                return fail(a, -ENOMEM, TALLY_AUDIT_IO, NULL, 0, 0,
+                            "out of memory");
+            a->claims = p;
+            a->capclaims = cap;
+        }
+        a->claims[a->nclaims++] = c;
+        return 0;
     }
-    if (at_seq + 1 < a->from)
-        return 0; /* before the audited range: not checkable here */
-    if (a->nclaims == a->capclaims) {
-        size_t cap = a->capclaims ? 2 * a->capclaims : 64;
-        claim *p = realloc(a->claims, cap * sizeof *p);
-        if (!p)
-            return fail(a, -ENOMEM, TALLY_AUDIT_IO, NULL, 0, 0,
-                        "out of memory");
-        a->claims = p;
-        a->capclaims = cap;
-    }
-    a->claims[a->nclaims++] = c;
-    return 0;
-counted:
-    if (kind == TALLY_AUDIT_CHECKPOINT)
-        a->rep->checkpoint_links++;
-    else
-        a->rep->compaction_links++;
+    if (memcmp(have, link, 32) != 0)
+        return claim_mismatch(a, &c, have);
+    count_claim(a, kind);
     return 0;
 }
 
@@ -459,10 +459,7 @@ static int resolve_claims(audit *a)
             rc = claim_mismatch(a, c, have);
             break;
         }
-        if (c->kind == TALLY_AUDIT_CHECKPOINT)
-            a->rep->checkpoint_links++;
-        else
-            a->rep->compaction_links++;
+        count_claim(a, c->kind);
     }
     ti_walk_free(&w);
     return rc;
@@ -1144,11 +1141,6 @@ static int walk_all(audit *a)
 
 /* ---- anchors after the pass --------------------------------------------------- */
 
-static void short_hex(const uint8_t *h, char out[20])
-{
-    hex8(h, out);
-}
-
 static int anchors_online(audit *a)
 {
     tally_audit_report *r = a->rep;
@@ -1215,11 +1207,11 @@ static int anchors_evidence(audit *a)
         return 0;
     }
     r->has_freshness = 1;
-    short_hex(A->head, y);
+    hex8(A->head, y);
     if (A->seq > 0 && r->head_seq < A->seq) {
         f->verdict = TALLY_VERDICT_ROLLED_BACK;
         f->behind = A->seq - r->head_seq;
-        short_hex(r->head, x);
+        hex8(r->head, x);
         snprintf(f->message, sizeof f->message,
                  "rolled_back: the journal ends at seq %" PRIu64 " (link %s), "
                  "but seq %" PRIu64 " (head %s) was anchored in block %" PRIu64
@@ -1239,7 +1231,7 @@ static int anchors_evidence(audit *a)
         f->verdict = TALLY_VERDICT_FORKED;
         f->has_local_link = 1;
         memcpy(f->local_link_at_anchor, a->ev_latest_link, 32);
-        short_hex(a->ev_latest_link, x);
+        hex8(a->ev_latest_link, x);
         snprintf(f->message, sizeof f->message,
                  "forked: at seq %" PRIu64 " the local link is %s, the "
                  "anchored head is %s (block %" PRIu64 ")",
@@ -1249,7 +1241,7 @@ static int anchors_evidence(audit *a)
     }
     if (a->has_newest_ours && a->newest_ours.seq > A->seq) {
         f->verdict = TALLY_VERDICT_STALE_ANCHOR;
-        short_hex(a->newest_ours.tx_hash, z);
+        hex8(a->newest_ours.tx_hash, z);
         snprintf(f->message, sizeof f->message,
                  "stale_anchor: the journal's CHECKPOINT record (seq %" PRIu64
                  ") says seq %" PRIu64 " was anchored in block %" PRIu64
@@ -1267,7 +1259,7 @@ static int anchors_evidence(audit *a)
     }
     f->unanchored_tail = r->head_seq - A->seq;
     r->unanchored_tail = f->unanchored_tail;
-    short_hex(r->head, x);
+    hex8(r->head, x);
     snprintf(f->message, sizeof f->message,
              "fresh as of block %" PRIu64 ": local head seq %" PRIu64
              " (link %s); seq %" PRIu64 " anchored in block %" PRIu64
@@ -1323,10 +1315,11 @@ static int run(audit *a)
                     "directory: %s", a->dir, tally_strerror(rc));
     }
     int rc = ti_meta_read(a->dirfd, opt->master_key, &a->meta, err, sizeof err);
+    if (rc == TALLY_ENOJOURNAL)
+        return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, 0, "%s holds no journal "
+                    "(no %s)", a->dir, TF_META_FILE);
     if (rc < 0)
-        return fail(a, rc, rc == TALLY_ENOJOURNAL ? TALLY_AUDIT_IO
-                                                  : TALLY_AUDIT_METADATA,
-                    TF_META_FILE, 0, 0, "%s",
+        return fail(a, rc, TALLY_AUDIT_METADATA, TF_META_FILE, 0, 0, "%s",
                     err[0] ? err : tally_strerror(rc));
     a->have_meta = true;
     memcpy(r->journal_id, a->meta.jid, 32);

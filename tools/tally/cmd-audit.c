@@ -100,12 +100,12 @@ struct bar {
 
 static void fmt_bytes(uint64_t b, char *out, size_t n)
 {
-    if (b >= (1ull << 30))
-        snprintf(out, n, "%.2f GB", (double)b / (1ull << 30));
-    else if (b >= (1ull << 20))
-        snprintf(out, n, "%.1f MB", (double)b / (1ull << 20));
+    if (b >= 1000000000ull)
+        snprintf(out, n, "%.2f GB", (double)b / 1e9);
+    else if (b >= 1000000ull)
+        snprintf(out, n, "%.1f MB", (double)b / 1e6);
     else
-        snprintf(out, n, "%.1f kB", (double)b / 1024.0);
+        snprintf(out, n, "%.1f kB", (double)b / 1e3);
 }
 
 static void draw_bar(void *ctx, const tally_audit_progress *p)
