@@ -234,6 +234,7 @@ struct expect {
      * the writer's reserved tail looks like (FORMAT.md §4), so the journal
      * may end there without a report; counted apart, not as detected */
     int reserved_tail;
+    int want_torn;       /* verify must report TALLY_ETORN (a torn tail) */
 };
 
 /* Verify must fail with the expected status (detected) and name the place
@@ -263,6 +264,11 @@ static void check_verify(struct ctx *x, const char *what, const struct expect *e
         x->detected_keyed++;
     else
         x->detected_keyless++;
+    if (e->want_torn &&
+        !strstr(out, "\"error\":\"the tail of the journal is torn")) {
+        bad(x, "%s: verify %s calls a torn tail damage: %s", what, how, out);
+        goto out;
+    }
     j = cJSON_Parse(out);
     const cJSON *seg = cJSON_GetObjectItemCaseSensitive(j, "segment");
     const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "offset");
@@ -632,6 +638,41 @@ static void structural(struct ctx *x)
             e.off = from;
             e.cut_from = v == 1 ? fr[k]->seq : 0;
             e.reserved_tail = v == 1;
+            check(x, K_PAGE, what, &e);
+        }
+    }
+
+    /* A torn last frame inside the writer's reserved space, as a kill or a
+     * power cut leaves it (the write stopped at a page boundary; the rest
+     * of the frame and the space after it read as zeros): a torn tail.
+     * verify must say so (TALLY_ETORN, exit 3); the writer cuts it. */
+    {
+        const char *last = x->segs[n - 1];
+        const struct unit *lf = NULL;
+        for (size_t i = 0; i < x->nu; i++)
+            if (strcmp(x->u[i].file, last) == 0 && x->u[i].seq)
+                lf = &x->u[i];
+        for (uint64_t keep = 3; keep <= 40; keep += 37) {
+            fresh_copy(x);
+            snprintf(p1, sizeof p1, "%s/%s", x->w, last);
+            size_t len;
+            uint8_t *p = st_read_file(p1, &len);
+            uint8_t *q = calloc(len + 4096, 1);
+            memcpy(q, p, len);
+            memset(q + lf->off + lf->len - keep, 0, keep);
+            st_write_file(p1, q, len + 4096);
+            free(p);
+            free(q);
+            snprintf(what, sizeof what, "the last frame (seq %" PRIu64 ") of "
+                     "%s torn %" PRIu64 " bytes before its end, in a reserved "
+                     "zero tail", lf->seq, last, keep);
+            memset(&e, 0, sizeof e);
+            e.status = 3;
+            e.file = last;
+            e.check_off = 1;
+            e.off = lf->off;
+            e.cut_from = lf->seq;
+            e.want_torn = 1;
             check(x, K_PAGE, what, &e);
         }
     }
