@@ -15,7 +15,10 @@ set -euo pipefail
 
 : "${TALLY:?TALLY must name the tally binary}"
 : "${STANDIN:?STANDIN must name dstack-standin.py}"
-: "${FREESCAN:?FREESCAN must name the freescan hook}"
+# FREESCAN is empty in a sanitizer build: ASan must be the first library
+# loaded and intercepts free() itself, so the hook cannot run beside it
+# (the plain build runs this part).
+FREESCAN=${FREESCAN-}
 PYTHON=${PYTHON:-python3}
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/tally-keys-e2e-XXXXXX")
@@ -254,6 +257,7 @@ wait "$APP"
 run 0 "$TALLY" cat j3 --key-file k
 has out " late"
 
+if [ -n "$FREESCAN" ]; then
 step "no key left in freed heap blocks (LD_PRELOAD $FREESCAN)"
 scan() { # scan KEYHEX CMD...: runs CMD under the hook, expects 0 hits
     local key=$1
@@ -279,5 +283,9 @@ PYTHONMALLOC=malloc LD_PRELOAD=$FREESCAN FREESCAN_KEY_HEX=$KHEX \
     FREESCAN_OUT=$W/fs.log "$PYTHON" -c "import sys; d=open('k','rb').read(); d.hex(); del d" ||
     true
 grep -q "holds the key" fs.log || fail "the freescan hook found nothing"
+
+else
+    echo "skip: freed-heap scan (sanitizer build: the plain build runs it)"
+fi
 
 echo "ok: keys-e2e"
