@@ -26,6 +26,7 @@
 const char cmd_append_usage[] =
     "Usage: tally append DIR --key-file FILE [--type T] [--key K]\n"
     "                    [--sync always|batch|interval|none] [--interval-ms N]\n"
+    "                    [--flush-interval MS] [--flush-block BYTES]\n"
     "                    [--whole] [--ack]\n"
     "                    [anchor options [--anchored] [--anchor-timeout S]\n"
     "                    [--checkpoint-every SECONDS]]\n"
@@ -69,6 +70,16 @@ const char cmd_append_usage[] =
     "                                input pauses); a crash loses everything\n"
     "                                not yet synced\n"
     "  --interval-ms N   the period of --sync interval (default 100)\n"
+    "  --flush-interval MS  batched flushes (FORMAT.md 6.1): records reach the\n"
+    "                    file only every MS ms, in whole blocks, and their\n"
+    "                    timestamps are rounded down to MS, so the file does\n"
+    "                    not grow with each record; an acknowledgement waits\n"
+    "                    for the flush that takes the record (up to MS more)\n"
+    "  --flush-block BYTES  every write ends on a multiple of BYTES (512 to\n"
+    "                    16M, suffix K or M; default 4K with --flush-interval),\n"
+    "                    filled with a PAD record; without --flush-interval,\n"
+    "                    blocks are written when full (and at once under\n"
+    "                    always/batch, which hides sizes, not timing)\n"
     "  --whole           all of stdin is one record\n"
     "  --ack             print the seq of each record on stdout, one per line,\n"
     "                    once it is durable (fsynced) - for always and batch\n"
@@ -474,7 +485,7 @@ static int run_whole(struct appender *a, struct reader *r)
 
 enum { OPT_KEY_FILE = 256, OPT_TYPE, OPT_KEY, OPT_SYNC, OPT_INTERVAL,
        OPT_WHOLE, OPT_ACK, OPT_ANCHORED, OPT_ANCHOR_TIMEOUT,
-       OPT_CHECKPOINT_EVERY };
+       OPT_CHECKPOINT_EVERY, OPT_FLUSH_INTERVAL, OPT_FLUSH_BLOCK };
 
 int cmd_append(const struct cli_cmd *self, int argc, char **argv)
 {
@@ -485,6 +496,8 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
         { "key", required_argument, NULL, OPT_KEY },
         { "sync", required_argument, NULL, OPT_SYNC },
         { "interval-ms", required_argument, NULL, OPT_INTERVAL },
+        { "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
+        { "flush-block", required_argument, NULL, OPT_FLUSH_BLOCK },
         { "whole", no_argument, NULL, OPT_WHOLE },
         { "ack", no_argument, NULL, OPT_ACK },
         { "anchored", no_argument, NULL, OPT_ANCHORED },
@@ -557,6 +570,19 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
                 return cli_usage_error(self, "--interval-ms must be 1-3600000");
             a.interval_ms = (uint32_t)v;
             have_interval = 1;
+            break;
+        case OPT_FLUSH_INTERVAL:
+            if (cli_parse_u64(optarg, &v) < 0 || v == 0 || v > 3600000)
+                return cli_usage_error(self, "--flush-interval must be "
+                                       "1-3600000 ms");
+            opt.flush_interval_ms = (uint32_t)v;
+            break;
+        case OPT_FLUSH_BLOCK:
+            if (cli_parse_size(optarg, &v) < 0 ||
+                v < TALLY_FLUSH_MIN_BLOCK || v > TALLY_FLUSH_MAX_BLOCK)
+                return cli_usage_error(self, "--flush-block must be 512 "
+                                       "bytes to 16M (suffix K or M)");
+            opt.flush_block = (uint32_t)v;
             break;
         case OPT_WHOLE:
             whole = 1;

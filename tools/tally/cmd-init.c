@@ -10,7 +10,7 @@
 const char cmd_init_usage[] =
     "Usage: tally init DIR --key-file FILE [--name NAME] [--journal-id HEX]\n"
     "                  [--cipher aes256gcm|xchacha20poly1305] [--compress]\n"
-    "                  [--segment-size BYTES]\n"
+    "                  [--segment-size BYTES] [--padding POLICY]\n"
     "                  [anchor options [--accept-history-loss]]\n"
     "\n"
     "Creates a journal in DIR (created if missing; it must not hold a journal\n"
@@ -43,6 +43,12 @@ const char cmd_init_usage[] =
     "  --segment-size BYTES target size of a segment file, with an optional\n"
     "                       K, M or G suffix (powers of 1024); default 64M,\n"
     "                       minimum 4K\n"
+    "  --padding POLICY     pad each record before it is encrypted, so that\n"
+    "                       the storage sees only padded sizes: none\n"
+    "                       (default), block:N (a multiple of N bytes, 16 to\n"
+    "                       16M) or buckets (the next power of two from 64 B:\n"
+    "                       at most 20 sizes). Recorded in the metadata;\n"
+    "                       'tally set-padding' changes it later\n"
     "  --accept-history-loss  create the journal even though the anchor\n"
     "                       target holds anchors for its id (deleted history)\n"
     ANCHOR_OPTS_SHORT_HELP
@@ -53,7 +59,7 @@ const char cmd_init_usage[] =
     ANCHOR_ENV_HELP;
 
 enum { OPT_KEY_FILE = 256, OPT_NAME, OPT_ID, OPT_CIPHER, OPT_COMPRESS,
-       OPT_SEGMENT_SIZE, OPT_ACCEPT_LOSS };
+       OPT_SEGMENT_SIZE, OPT_ACCEPT_LOSS, OPT_PADDING };
 
 /* Refuses to start a journal over an anchored history (FORMAT.md section
  * 9.3, verdict deleted) unless the caller accepts its loss. */
@@ -106,6 +112,7 @@ int cmd_init(const struct cli_cmd *self, int argc, char **argv)
         { "compress", no_argument, NULL, OPT_COMPRESS },
         { "segment-size", required_argument, NULL, OPT_SEGMENT_SIZE },
         { "accept-history-loss", no_argument, NULL, OPT_ACCEPT_LOSS },
+        { "padding", required_argument, NULL, OPT_PADDING },
         { "help", no_argument, NULL, 'h' },
         ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -160,6 +167,12 @@ int cmd_init(const struct cli_cmd *self, int argc, char **argv)
             break;
         case OPT_ACCEPT_LOSS:
             accept_loss = 1;
+            break;
+        case OPT_PADDING:
+            if (tally_padding_parse(optarg, &opt.padding) < 0)
+                return cli_usage_error(self, "unknown padding policy '%s' "
+                                       "(none, block:N with N 16-16M, or "
+                                       "buckets)", optarg);
             break;
         case 'h':
             return cli_help(self);
@@ -225,7 +238,13 @@ int cmd_init(const struct cli_cmd *self, int argc, char **argv)
     cli_hex(id, sizeof id, id_hex);
     printf("created journal %s: name \"", dir);
     cli_print_escaped(stdout, (const uint8_t *)opt.name, strlen(opt.name), 0);
-    printf("\", id %s, cipher %s%s\n", id_hex, cli_cipher_name(opt.cipher),
+    printf("\", id %s, cipher %s%s", id_hex, cli_cipher_name(opt.cipher),
            opt.compress ? ", compressed" : "");
+    if (opt.padding.kind != TALLY_PAD_NONE) {
+        char pad[40];
+        tally_padding_format(&opt.padding, pad, sizeof pad);
+        printf(", padding %s", pad);
+    }
+    printf("\n");
     return cli_flush_stdout(self);
 }

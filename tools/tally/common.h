@@ -54,6 +54,9 @@ int cmd_status(const struct cli_cmd *self, int argc, char **argv);
 /* key epochs (cmd-rekey.c, cmd-forget.c) */
 int cmd_rekey(const struct cli_cmd *self, int argc, char **argv);
 int cmd_forget(const struct cli_cmd *self, int argc, char **argv);
+/* leakage (cmd-set-padding.c, cmd-stat.c) */
+int cmd_set_padding(const struct cli_cmd *self, int argc, char **argv);
+int cmd_stat(const struct cli_cmd *self, int argc, char **argv);
 #ifdef TALLY_WITH_TALLYD
 /* tallyd verbs (tools/tallyd/cli.c), when nanomsg is there */
 int cmd_send(const struct cli_cmd *self, int argc, char **argv);

@@ -26,6 +26,8 @@ extern const char cmd_status_usage[];
 extern const char cmd_audit_usage[];
 extern const char cmd_rekey_usage[];
 extern const char cmd_forget_usage[];
+extern const char cmd_set_padding_usage[];
+extern const char cmd_stat_usage[];
 
 static const struct cli_cmd commands[] = {
     { "keygen", cmd_keygen, "create a new random master key file", cmd_keygen_usage },
@@ -41,6 +43,8 @@ static const struct cli_cmd commands[] = {
     { "anchor-deploy", cmd_anchor_deploy, "deploy the JournalAnchor contract, print its address", cmd_anchor_deploy_usage },
     { "rekey",  cmd_rekey,  "start a new key epoch, or move to a new master key", cmd_rekey_usage },
     { "forget", cmd_forget, "destroy the keys of old epochs (crypto-erasure)", cmd_forget_usage },
+    { "set-padding", cmd_set_padding, "pad new records to hide their sizes (none, block:N, buckets)", cmd_set_padding_usage },
+    { "stat",   cmd_stat,   "what the files reveal without the key (--leakage: sizes, times)", cmd_stat_usage },
 #ifdef TALLY_WITH_TALLYD
     { "send",   cmd_send,   "append lines of stdin through a running tallyd", tally_client_send_usage },
     { "follow", cmd_follow, "print what a running tallyd commits, live", tally_client_follow_usage },
