@@ -27,6 +27,7 @@ const uint8_t fuzz_key[TALLY_KEY_BYTES] = {
 };
 
 static char work[4096];
+static pid_t work_owner; /* only the process that made it removes it */
 static char jdir[4200];
 static uint8_t *meta;
 static size_t meta_len;
@@ -67,7 +68,7 @@ static void rm_tree(const char *path)
 
 static void cleanup(void)
 {
-    if (work[0])
+    if (work[0] && getpid() == work_owner)
         rm_tree(work);
 }
 
@@ -75,9 +76,11 @@ const char *fuzz_workdir(void)
 {
     if (work[0])
         return work;
-    const char *base = getenv("TMPDIR");
-    if (access("/dev/shm", W_OK) == 0)
-        base = "/dev/shm";
+    /* STRESS_FUZZ_TMP: where the run script wants it (it removes that
+     * directory at the end, also what an aborted input left behind) */
+    const char *base = getenv("STRESS_FUZZ_TMP");
+    if (!base || !*base)
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
     if (!base || !*base)
         base = "/tmp";
     snprintf(work, sizeof work, "%s/tally-fuzz-XXXXXX", base);
@@ -86,6 +89,7 @@ const char *fuzz_workdir(void)
         abort();
     }
     snprintf(jdir, sizeof jdir, "%s/j", work);
+    work_owner = getpid();
     atexit(cleanup);
     return work;
 }

@@ -1,8 +1,10 @@
 /*
  * fuzz-main.c — a main() for the harnesses when they are not built with
  * libFuzzer: runs every file named, and every file in every directory
- * named, through LLVMFuzzerTestOneInput once, and prints how many. (The
- * short stress run replays the committed seed corpora this way.)
+ * named, through LLVMFuzzerTestOneInput once, each in a child process (so
+ * that one input that aborts does not hide the others), and prints how
+ * many ran and which failed. Exit 1 if any failed. (The short stress run
+ * replays the committed seed corpora and regression inputs this way.)
  */
 #include "fuzz.h"
 
@@ -12,8 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-static unsigned long runs;
+static unsigned long runs, failures;
 
 static int run_file(const char *path)
 {
@@ -41,15 +45,35 @@ static int run_file(const char *path)
         len += n;
     }
     fclose(f);
-    LLVMFuzzerTestOneInput(buf, len);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(buf);
+        return -1;
+    }
+    if (pid == 0) {
+        LLVMFuzzerTestOneInput(buf, len);
+        free(buf);
+        exit(0); /* exit handlers run: a leak checker has its say */
+    }
     free(buf);
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        ;
     runs++;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        failures++;
+        fprintf(stderr, "fuzz-main: FAILED: %s (%s %d)\n", path,
+                WIFSIGNALED(st) ? "signal" : "exit",
+                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    }
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     int bad = 0;
+    fuzz_workdir(); /* made once here, shared by the children */
     for (int i = 1; i < argc; i++) {
         struct stat sb;
         if (stat(argv[i], &sb) < 0) {
@@ -78,6 +102,6 @@ int main(int argc, char **argv)
         }
         free(names);
     }
-    printf("%lu inputs\n", runs);
-    return bad;
+    printf("fuzz-main inputs=%lu failed=%lu\n", runs, failures);
+    return bad || failures;
 }
