@@ -8,10 +8,10 @@
  * replays the committed seed corpora that way: a cheap regression test, and
  * under the sanitizer build a memory-error check too).
  *
- * The journal harnesses work on real files in a private directory (on
- * /dev/shm when there is one): the fixture metadata (fuzz/fixture/, made by
- * stress-fuzz-mkseeds with FUZZ_KEY) and the fuzzed segment files, or a
- * fuzzed metadata file. A harness that finds the library contradicting
+ * The journal harnesses work on real files in a private directory (under
+ * $STRESS_FUZZ_TMP, else /dev/shm when there is one): the fixture
+ * metadata (fuzz/fixture/, made by stress-fuzz-mkseeds with FUZZ_KEY) and
+ * the fuzzed segment files, or a fuzzed metadata file. A harness that finds the library contradicting
  * itself (a check that passes with the key but fails without it, a journal
  * that recovery opened but that no longer verifies, ...) aborts, which the
  * fuzzer reports like a crash.
