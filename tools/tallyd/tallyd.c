@@ -1063,6 +1063,13 @@ static const char usage_text[] =
     "                        plaintext)\n"
     "  --sync POLICY         always | batch | interval | none (default batch)\n"
     "  --sync-interval MS    period of the interval policy (default 100)\n"
+    "  --flush-interval MS   batched flushes (FORMAT.md 6.1): commits reach\n"
+    "                        the file only every MS ms, in whole blocks, so\n"
+    "                        its growth does not follow the producers; a\n"
+    "                        reply (always, batch) waits for that flush\n"
+    "  --flush-block BYTES   writes end on multiples of BYTES (512-16777216;\n"
+    "                        default 4096 with --flush-interval), filled\n"
+    "                        with a PAD record\n"
     "  --create              create the journal in DIR if there is none\n"
     "  --verbose             log every commit and range request\n"
     "  --help                this text\n"
@@ -1134,7 +1141,8 @@ static bool is_tcp(const char *url)
 int main(int argc, char **argv)
 {
     enum { OPT_KEY = 256, OPT_APPEND, OPT_PULL, OPT_PUBLISH, OPT_PLAIN, OPT_SYNC,
-           OPT_INTERVAL, OPT_CREATE, OPT_VERBOSE, OPT_HELP };
+           OPT_INTERVAL, OPT_CREATE, OPT_VERBOSE, OPT_HELP, OPT_FLUSH_MS,
+           OPT_FLUSH_BLOCK };
     static const struct option longopts[] = {
         { "key-file", required_argument, NULL, OPT_KEY },
         { "append", required_argument, NULL, OPT_APPEND },
@@ -1143,6 +1151,8 @@ int main(int argc, char **argv)
         { "publish-plaintext", no_argument, NULL, OPT_PLAIN },
         { "sync", required_argument, NULL, OPT_SYNC },
         { "sync-interval", required_argument, NULL, OPT_INTERVAL },
+        { "flush-interval", required_argument, NULL, OPT_FLUSH_MS },
+        { "flush-block", required_argument, NULL, OPT_FLUSH_BLOCK },
         { "create", no_argument, NULL, OPT_CREATE },
         { "verbose", no_argument, NULL, OPT_VERBOSE },
         { "help", no_argument, NULL, OPT_HELP },
@@ -1152,6 +1162,7 @@ int main(int argc, char **argv)
     const char *key_file = getenv("TALLY_KEY_FILE");
     const char *append_url = NULL, *pull_url = NULL, *publish_url = NULL;
     bool plaintext = false, create = false;
+    uint32_t flush_ms = 0, flush_block = 0;
     tally_options opt;
     tally_recovery rec;
     tally_head_info h;
@@ -1194,6 +1205,22 @@ int main(int argc, char **argv)
                 return 2;
             }
             d->sync_interval_ms = (uint32_t)v;
+            break;
+        }
+        case OPT_FLUSH_MS:
+        case OPT_FLUSH_BLOCK: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            bool ms = c == OPT_FLUSH_MS;
+
+            if (*end || (ms ? v == 0 || v > 3600000
+                            : v < TALLY_FLUSH_MIN_BLOCK ||
+                                  v > TALLY_FLUSH_MAX_BLOCK)) {
+                fprintf(stderr, "tallyd: bad --%s '%s'\n",
+                        ms ? "flush-interval" : "flush-block", optarg);
+                return 2;
+            }
+            *(ms ? &flush_ms : &flush_block) = (uint32_t)v;
             break;
         }
         case OPT_CREATE: create = true; break;
@@ -1247,6 +1274,8 @@ int main(int argc, char **argv)
     opt.master_key = d->key;
     opt.sync = d->sync;
     opt.sync_interval_ms = d->sync_interval_ms;
+    opt.flush_interval_ms = flush_ms;
+    opt.flush_block = flush_block;
     memset(&rec, 0, sizeof rec);
     rc = tally_open(&d->t, d->dir, &opt, &rec);
     if (rc == TALLY_ENOJOURNAL && create) {
