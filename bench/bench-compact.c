@@ -158,7 +158,7 @@ static tally *open_writer(const char *dir, const uint8_t *key, int create)
     return t;
 }
 
-/* n records of REC_PAYLOAD bytes over nkeys keys (uniformly random). */
+/* n records of REC_PAYLOAD bytes over nkeys keys. */
 static double build_keyed(const char *dir, const uint8_t *key, uint64_t n,
                           uint32_t nkeys)
 {
@@ -171,8 +171,10 @@ static double build_keyed(const char *dir, const uint8_t *key, uint64_t n,
     for (uint64_t i = 0; i < n;) {
         size_t m = n - i < BATCH ? (size_t)(n - i) : BATCH;
         for (size_t j = 0; j < m; j++) {
-            int kl = snprintf(keys[j], sizeof keys[j], "account-%08u",
-                              rnd(&s) % nkeys);
+            /* every key once first (both journals hold all of them: the
+             * key table is the same size), then uniformly random */
+            uint32_t k = i + j < nkeys ? (uint32_t)(i + j) : rnd(&s) % nkeys;
+            int kl = snprintf(keys[j], sizeof keys[j], "account-%08u", k);
             randombytes_buf(payload[j], 64);
             memset(payload[j] + 64, (int)(i + j), REC_PAYLOAD - 64);
             memset(&in[j], 0, sizeof in[j]);

@@ -6,21 +6,26 @@
  *      links as stored): seq ranges, sizes, leftovers of an interrupted
  *      merge, the newest SNAPSHOT, and per file what the snapshot rule
  *      prunes;
- *   B  keys: from the file of that snapshot on, each application record
- *      after it is decrypted to learn its record key; a newer record with
- *      the same key marks the older one in a bitmap (one bit per seq after
- *      the snapshot); tombstones past the retention are marked last;
- *   C  rewrite: consecutive files are grouped up to the target size; each
- *      group that prunes or merges anything is written to a temporary file,
- *      its chain checked on the way (every record_hash recomputed: a PRUNED
- *      frame carries it), fsynced, renamed over the group's first file, the
+ *   B  keys: from the file of that snapshot on, the snapshot is
+ *      authenticated and each application record after it decrypted to
+ *      learn its record key; a newer record with the same key marks the
+ *      older one in a bitmap (one bit per seq after the snapshot);
+ *      tombstones past the retention are marked last;
+ *   C  rewrite: small files are grouped up to the target size (§11.3); each
+ *      group that prunes or merges anything is written to a temporary file
+ *      (the record_hash of every frame to prune recomputed and its link
+ *      checked), fsynced, renamed over the group's first file, the
  *      directory fsynced, and the group's other files removed in ascending
  *      order (so that a reader looking for segment s always finds it in the
- *      greatest file number <= s, FORMAT.md §11.4).
+ *      greatest file number <= s, §11.4).
+ * The decryption of B and the hashing of C run on helper threads, over
+ * batches of frames copied out of the walker's buffer.
  *
- * Memory: two 1 MiB buffers, the largest frame, the key table (48 bytes per
- * distinct record key after the snapshot) and the bitmap (one bit per
- * record after the snapshot); nothing grows with what a snapshot covers.
+ * Memory: the walker's and the output's 1 MiB buffers, a 4 MiB batch, the
+ * largest frame per thread, the key table (about 100 bytes per distinct
+ * record key after the snapshot, at its load factor) and the bitmap (one
+ * bit per record after the snapshot): nothing grows with what the snapshot
+ * covers, nor with the size of the records.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -15,6 +15,8 @@
  *     before, with and without the key. CHECKPOINT and COMPACTION records
  *     are never pruned; nothing is re-encrypted;
  *   - merges small sealed segment files into files near a target size;
+ *   - authenticates every record a pruning decision rests on, so that
+ *     whoever can write the files cannot make it prune a live record;
  *   - replaces every file crash-safely (temp file, fsync, rename, fsync the
  *     directory) and appends a COMPACTION record describing what it did.
  *
@@ -44,7 +46,8 @@ typedef enum tally_compact_step {
 } tally_compact_step;
 
 /* A fault hook's answer that makes the compaction stop at this step as if
- * the process had died there: no clean-up, no COMPACTION record. */
+ * the process had died there: no clean-up, no COMPACTION record;
+ * tally_compact then returns -ECANCELED. */
 #define TALLY_COMPACT_CRASH 1
 
 /* Called before every step with the file it is about (a temporary or a
