@@ -20,8 +20,11 @@ if [ "${1:-}" = audit ]; then
   exec "$build/bench/bench-audit" "$@"
 fi
 # `run.sh compact [ARGS]` runs the compactor's benchmark (bench-compact
-# --help) instead.
+# --help) instead; `run.sh leakage [ARGS]` the cost of padding policies and
+# batched flushes (bench-leakage --help: --quick, --records N, --rounds R,
+# --seconds S, --dir DIR).
 bench=bench-journal
 if [ "${1:-}" = compact ]; then bench=bench-compact; shift; fi
+if [ "${1:-}" = leakage ]; then bench=bench-leakage; shift; fi
 ninja -C "$build" -j2 "bench/$bench" >/dev/null
 exec "$build/bench/$bench" "$@"
