@@ -295,8 +295,8 @@ void anchor_warn_disagreement(const struct cli_cmd *self,
     if (a->eth == NULL || rc == TALLY_ECHAIN ||
         (d = tally_eth_disagreement(a->eth)) == NULL)
         return;
-    fprintf(stderr, "tally %s: warning: RPC endpoints disagree: %s\n",
-            self->name, d);
+    fprintf(stderr, "%s%s: warning: RPC endpoints disagree: %s\n",
+            CLI_WHO(self), d);
 }
 
 static int is_verdict(int rc)
@@ -315,11 +315,11 @@ int anchor_check(const struct cli_cmd *self, struct anchor *a, const char *dir,
     anchor_warn_disagreement(self, a, rc);
     if (rc == 0)
         return 0;
-    fprintf(stderr, "tally %s: %s: %.*s\n", self->name, dir, (int)n,
+    fprintf(stderr, "%s%s: %s: %.*s\n", CLI_WHO(self), dir, (int)n,
             n > 0 ? f->message : tally_strerror(rc));
     if (is_verdict(rc))
-        fprintf(stderr, "tally %s: refusing %s: verdict %s (exit %d)\n",
-                self->name, dir, tally_verdict_name(f->verdict),
+        fprintf(stderr, "%s%s: refusing %s: verdict %s (exit %d)\n",
+                CLI_WHO(self), dir, tally_verdict_name(f->verdict),
                 tally_exit_code(rc));
     return rc;
 }
@@ -343,8 +343,8 @@ void anchor_report_rounds(const struct cli_cmd *self, tally_checkpointer *c,
         if (s.failures == seen[2])
             return;
         seen[2] = s.failures;
-        fprintf(stderr, "tally %s: %sanchoring failed (%llu in a row, "
-                "retrying): %.*s; lag %llu records, %.1f s\n", self->name, who,
+        fprintf(stderr, "%s%s: %sanchoring failed (%llu in a row, "
+                "retrying): %.*s; lag %llu records, %.1f s\n", CLI_WHO(self), who,
                 (unsigned long long)s.consecutive_failures,
                 (int)strnlen(s.last_errmsg, sizeof s.last_errmsg),
                 s.last_errmsg[0] != '\0' ? s.last_errmsg
@@ -357,14 +357,14 @@ void anchor_report_rounds(const struct cli_cmd *self, tally_checkpointer *c,
         seen[1] = s.anchors;
         if (s.last.backend == TALLY_BACKEND_ETH) {
             cli_hex(s.last.tx_hash, sizeof s.last.tx_hash, tx);
-            fprintf(stderr, "tally %s: %sanchored seq %llu in block "
-                    "%llu (tx 0x%.16s...); lag %llu records\n", self->name, who,
+            fprintf(stderr, "%s%s: %sanchored seq %llu in block "
+                    "%llu (tx 0x%.16s...); lag %llu records\n", CLI_WHO(self), who,
                     (unsigned long long)s.last.seq,
                     (unsigned long long)s.last.block_number, tx,
                     (unsigned long long)s.lag_records);
         } else {
-            fprintf(stderr, "tally %s: %sanchored seq %llu in the "
-                    "anchor file; lag %llu records\n", self->name, who,
+            fprintf(stderr, "%s%s: %sanchored seq %llu in the "
+                    "anchor file; lag %llu records\n", CLI_WHO(self), who,
                     (unsigned long long)s.last.seq,
                     (unsigned long long)s.lag_records);
         }
@@ -372,8 +372,8 @@ void anchor_report_rounds(const struct cli_cmd *self, tally_checkpointer *c,
         return;
     }
     if (*was_failing || all_rounds)
-        fprintf(stderr, "tally %s: %s%snothing new to anchor (seq "
-                "%llu anchored, head %llu); lag %llu records\n", self->name, who,
+        fprintf(stderr, "%s%s: %s%snothing new to anchor (seq "
+                "%llu anchored, head %llu); lag %llu records\n", CLI_WHO(self), who,
                 *was_failing ? "anchor target reachable again; " : "",
                 (unsigned long long)s.anchored_seq,
                 (unsigned long long)s.head_seq,

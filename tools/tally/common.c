@@ -32,7 +32,7 @@ int cli_help(const struct cli_cmd *self)
     fputc('\n', stdout);
     fputs(cli_exit_status_help, stdout);
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "tally %s: writing help to stdout: %s\n", self->name,
+        fprintf(stderr, "%s%s: writing help to stdout: %s\n", CLI_WHO(self),
                 strerror(errno));
         return EXIT_OPERATIONAL;
     }
@@ -44,20 +44,20 @@ int cli_usage_error(const struct cli_cmd *self, const char *fmt, ...)
     va_list ap;
 
     if (fmt != NULL) {
-        fprintf(stderr, "tally %s: ", self->name);
+        fprintf(stderr, "%s%s: ", CLI_WHO(self));
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
         fputc('\n', stderr);
     }
-    fprintf(stderr, "Try 'tally %s --help'.\n", self->name);
+    fprintf(stderr, "Try '%s%s --help'.\n", CLI_WHO(self));
     return EXIT_USAGE;
 }
 
 void cli_error(const struct cli_cmd *self, const char *what, const char *path,
                const char *why)
 {
-    fprintf(stderr, "tally %s: %s%s%s: %s\n", self->name, what,
+    fprintf(stderr, "%s%s: %s%s%s: %s\n", CLI_WHO(self), what,
             path != NULL ? " " : "", path != NULL ? path : "", why);
 }
 

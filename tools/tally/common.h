@@ -37,6 +37,11 @@ struct cli_cmd {
     const char *usage;   /* the full text of `tally help NAME` */
 };
 
+/* How messages name the command: "tally NAME: ..." for a subcommand, or
+ * "NAME: ..." for a program of its own that reuses these helpers (tallyd),
+ * whose row has no run function. Use as "%s%s: ...", CLI_WHO(self). */
+#define CLI_WHO(self) ((self)->run != NULL ? "tally " : ""), (self)->name
+
 /* The subcommands (one file each). */
 int cmd_keygen(const struct cli_cmd *self, int argc, char **argv);
 int cmd_init(const struct cli_cmd *self, int argc, char **argv);
