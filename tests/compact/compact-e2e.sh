@@ -92,12 +92,15 @@ check "nothing to do" jqe '.records_pruned == 0 and .compaction_seq == 0' out
 
 # A writer holds DIR: compact refuses.
 mkfifo hold
+nseg=$(ls j/*.seg | wc -l)
 T append j --key-file k --key held <hold >/dev/null 2>&1 &
 bg=$!
 exec 3>hold
-for _ in $(seq 1 50); do
-  T compact j --key-file k --dry-run >/dev/null 2>&1 || break
-  sleep 0.1
+# The writer holds DIR once it has started its segment (waiting passively:
+# a probe that took the lock could make the writer fail with EBUSY).
+for _ in $(seq 1 100); do
+  [ "$(ls j/*.seg | wc -l)" -gt "$nseg" ] && break
+  sleep 0.05
 done
 expect 1 "compact while a writer holds DIR" T compact j --key-file k
 check "the message says so" grep -q "another writer holds it" err
