@@ -108,7 +108,9 @@ typedef struct tally_compact_report {
 } tally_compact_report;
 
 /* Compacts the sealed segments of the journal open in t (FORMAT.md §11).
- * opt may be NULL (defaults: keep tombstones, merge to segment_size).
+ * Other threads may append through t meanwhile; t must stay open until
+ * this returns. opt may be NULL (defaults: keep tombstones, merge to
+ * segment_size).
  * Nothing to do (nothing to prune or merge): returns 0 and appends no
  * record. Otherwise appends and syncs a COMPACTION record. *ret (may be
  * NULL) is filled in on success and on failure (with message).
