@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "common.h" /* tools/tally: the CLI's one key loader */
 #include "wire.h"
 
 const char tally_client_send_usage[] =
@@ -29,7 +30,9 @@ const char tally_client_send_usage[] =
     "Appends one record per line of stdin (without its newline) through the\n"
     "tallyd listening at URL (its --append socket). Lines that arrive\n"
     "together go in one request, up to --batch lines (default 64); each\n"
-    "request waits until tallyd acknowledges it as durable.\n"
+    "request waits until tallyd acknowledges it as durable. Each request\n"
+    "carries a random request id: a request nanomsg resends after a daemon\n"
+    "restart is stored once (README \"tallyd\": delivery guarantees).\n"
     "\n"
     "Options:\n"
     "  --connect URL  the daemon's append URL (ipc://... or tcp://...)\n"
@@ -45,8 +48,8 @@ const char tally_client_send_usage[] =
 
 const char tally_client_follow_usage[] =
     "Usage: tally follow --connect URL [--from SEQ] [--type T] [--json]\n"
-    "                    [--dir DIR] [--key-file FILE] [--until SEQ]\n"
-    "                    [--idle-exit MS]\n"
+    "                    [--dir DIR] [--key-file FILE | --key-source SPEC]\n"
+    "                    [--until SEQ] [--idle-exit MS]\n"
     "\n"
     "Prints the records tallyd commits, in seq order, each once: first the\n"
     "records from --from on (range requests, or the files when --dir is\n"
@@ -68,7 +71,9 @@ const char tally_client_follow_usage[] =
     "  --from SEQ       first seq (default: only new records)\n"
     "  --type T         only records of type T\n"
     "  --key-file FILE  decrypt records published as stored (tcp://), and\n"
-    "                   read DIR; default $TALLY_KEY_FILE\n"
+    "                   read DIR; default $TALLY_KEY_SOURCE, $TALLY_KEY_FILE\n"
+    "  --key-source SPEC  the key from a key source instead: file:PATH,\n"
+    "                   env:NAME, dstack:[PATH] (README \"Keys\")\n"
     "  --until SEQ      exit 0 once SEQ was printed\n"
     "  --idle-exit MS   exit 0 after MS without a publication\n"
     "  --json           JSON lines\n";
@@ -210,7 +215,7 @@ int tally_client_cmd_send(int argc, char **argv)
     const char *connect = NULL, *dir = NULL, *key = "";
     char url[TALLY_CLIENT_MAX_URL + 1];
     uint16_t type = 0;
-    uint64_t batch = 64, timeout = 0, sent = 0, first = 0, last = 0;
+    uint64_t batch = 64, timeout = 0, sent = 0, first = 0, last = 0, dups = 0;
     bool push = false;
     tally_client_options opt;
     tally_client_ack ack;
@@ -322,6 +327,7 @@ int tally_client_cmd_send(int argc, char **argv)
             if (!first)
                 first = ack.first_seq;
             last = ack.first_seq + ack.count - 1;
+            dups += ack.duplicate != 0;
         }
         sent += n;
     }
@@ -334,6 +340,10 @@ int tally_client_cmd_send(int argc, char **argv)
         fprintf(stderr, "tally send: %" PRIu64 " records, seqs %" PRIu64
                 "..%" PRIu64 ", head %" PRIu64 " %s\n", sent, first, last,
                 ack.head_seq, hex);
+        if (dups)
+            fprintf(stderr, "tally send: %" PRIu64 " requests were resent "
+                    "after a reconnect and had been committed already (stored "
+                    "once)\n", dups);
     } else
         fputs("tally send: no records\n", stderr);
 out:
@@ -492,6 +502,13 @@ static int print_record(void *ctx, const tally_client_record *r)
     return 0;
 }
 
+/* follow's row, for the messages of the shared CLI helpers */
+static int follow_row(const struct cli_cmd *self, int argc, char **argv)
+{
+    (void)self;
+    return tally_client_cmd_follow(argc, argv);
+}
+
 int tally_client_cmd_follow(int argc, char **argv)
 {
     enum { OPT_CONNECT = 256, OPT_PUBLISH, OPT_DIR, OPT_FROM, OPT_TYPE, OPT_KEYFILE,
@@ -503,6 +520,7 @@ int tally_client_cmd_follow(int argc, char **argv)
         { "from", required_argument, NULL, OPT_FROM },
         { "type", required_argument, NULL, OPT_TYPE },
         { "key-file", required_argument, NULL, OPT_KEYFILE },
+        { "key-source", required_argument, NULL, OPT_KEYFILE },
         { "until", required_argument, NULL, OPT_UNTIL },
         { "idle-exit", required_argument, NULL, OPT_IDLE },
         { "json", no_argument, NULL, OPT_JSON },
@@ -510,7 +528,9 @@ int tally_client_cmd_follow(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *connect = NULL, *publish = NULL, *dir = NULL;
-    const char *key_file = getenv("TALLY_KEY_FILE");
+    /* the row the key loader names in its messages ("tally follow: ...") */
+    static const struct cli_cmd self = { "follow", follow_row, NULL, NULL };
+    const char *key_file = NULL;
     char url[TALLY_CLIENT_MAX_URL + 1];
     uint64_t from = 0, until = 0, idle = 0;
     tally_client_follow_options fo;
@@ -558,24 +578,19 @@ int tally_client_cmd_follow(int argc, char **argv)
         return usage_error("follow", "give --connect URL (or --dir DIR)");
     if (sodium_init() < 0)
         return 1;
+    /* --key-file / --key-source, else $TALLY_KEY_SOURCE, $TALLY_KEY_FILE:
+     * the key is optional here (stored publications stay undecrypted) */
+    key_file = cli_key_path(key_file);
     if (key_file) {
-        key = sodium_malloc(TALLY_KEY_BYTES);
-        if (!key)
-            return 1;
-        rc = tally_key_load(key_file, key);
-        if (rc < 0) {
-            fprintf(stderr, "tally follow: key file %s: %s\n", key_file,
-                    tally_strerror(rc));
-            sodium_free(key);
-            return tally_exit_code(rc);
-        }
+        rc = cli_key_load(&self, key_file, &key);
+        if (rc != EXIT_OK)
+            return rc;
     }
     memset(&opt, 0, sizeof opt);
     opt.publish_url = publish;
     opt.master_key = key;
     rc = tally_client_connect(&c, url, &opt);
-    if (key)
-        sodium_free(key);
+    cli_key_free(key); /* the handle keeps its own copy */
     if (rc < 0) {
         fprintf(stderr, "tally follow: connecting to %s: %s\n", url,
                 tally_strerror(rc));

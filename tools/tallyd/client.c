@@ -289,20 +289,33 @@ static int request(tally_client *c, uint8_t op, void **ret_msg,
 int tally_client_append(tally_client *c, const tally_record_in *recs,
                         size_t n, tally_client_ack *ret_ack)
 {
+    uint8_t id[TALLY_CLIENT_ID_BYTES];
+
+    randombytes_buf(id, sizeof id);
+    return tally_client_append_id(c, id, recs, n, ret_ack);
+}
+
+int tally_client_append_id(tally_client *c,
+                           const uint8_t id[TALLY_CLIENT_ID_BYTES],
+                           const tally_record_in *recs, size_t n,
+                           tally_client_ack *ret_ack)
+{
     wire_reply r;
     wire_ack a;
     void *msg;
     const char *why;
-    int rc;
+    int rc, dup;
 
     c->out.len = 0;
-    rc = wire_encode_append(&c->out, recs, n);
+    c->out.err = 0;
+    rc = wire_encode_append_id(&c->out, id, recs, n);
     if (rc < 0)
         return fail(c, rc, "cannot encode the records: %s",
                     tally_strerror(rc));
     rc = request(c, WIRE_OP_APPEND, &msg, &r);
     if (rc < 0)
         return rc;
+    dup = (r.flags & WIRE_REPLY_DUPLICATE) != 0;
     rc = wire_parse_ack(&r, &a, &why);
     nn_freemsg(msg);
     if (rc < 0)
@@ -316,6 +329,7 @@ int tally_client_append(tally_client *c, const tally_record_in *recs,
         ret_ack->head_seq = a.head_seq;
         memcpy(ret_ack->head_link, a.head_link, TALLY_HASH_BYTES);
         ret_ack->durable_seq = a.durable_seq;
+        ret_ack->duplicate = dup;
     }
     return 0;
 }
@@ -377,6 +391,20 @@ int tally_client_status_get(tally_client *c, tally_client_status *ret)
     o.cipher = s.cipher;
     o.sync = s.sync;
     o.stored = s.form == WIRE_FORM_STORED;
+    o.anchoring = s.anchoring == WIRE_ANCHORING_RUNNING;
+    o.backend = s.backend;
+    o.anchor_block = s.anchor_block;
+    memcpy(o.anchor_head, s.anchor_head, sizeof o.anchor_head);
+    memcpy(o.anchor_tx, s.anchor_tx, sizeof o.anchor_tx);
+    o.anchored_at_ns = s.anchored_at_ns;
+    o.lag_records = s.lag_records;
+    o.lag_ms = s.lag_ms;
+    o.rounds = s.rounds;
+    o.anchors = s.anchors;
+    o.failures = s.failures;
+    o.consecutive_failures = s.consecutive_failures;
+    o.last_error = s.last_error;
+    snprintf(o.last_errmsg, sizeof o.last_errmsg, "%s", s.last_errmsg);
     fix_host(s.publish_url, c->url, o.publish_url, sizeof o.publish_url);
     fix_host(s.pull_url, c->url, o.pull_url, sizeof o.pull_url);
     memcpy(c->jid, s.journal_id, TALLY_ID_BYTES);

@@ -48,11 +48,35 @@ static int cmd_status(int argc, char **argv)
            st.head_seq, link, st.durable_seq, st.published_seq, st.appended,
            st.uptime_ms, jid, st.publish_url, st.pull_url,
            st.stored ? "stored" : "plain");
-    if (st.anchor_seq)
-        printf("anchor %" PRIu64 " age_ms %" PRIu64 "\n", st.anchor_seq,
-               st.anchor_age_ms);
-    else
+    /* the anchoring: one line per figure, "name value", like the rest */
+    printf("anchoring %s\n", !st.anchoring ? "off"
+                             : st.backend == 2 ? "anchor-file" : "ethereum");
+    if (st.anchor_seq) {
+        char head[65], tx[65];
+
+        sodium_bin2hex(head, sizeof head, st.anchor_head, 32);
+        sodium_bin2hex(tx, sizeof tx, st.anchor_tx, 32);
+        printf("anchor %" PRIu64 " %s\n", st.anchor_seq, head);
+        if (st.anchor_block)
+            printf("anchor_block %" PRIu64 "\n", st.anchor_block);
+        if (!sodium_is_zero(st.anchor_tx, 32))
+            printf("anchor_tx 0x%s\n", tx);
+        if (st.anchor_age_ms != UINT64_MAX)
+            printf("anchor_age_ms %" PRIu64 "\n", st.anchor_age_ms);
+    } else {
         puts("anchor none");
+    }
+    if (st.anchoring) {
+        printf("anchor_lag_records %" PRIu64 "\nanchor_lag_ms %" PRIu64
+               "\ncheckpoint_rounds %" PRIu64 "\ncheckpoint_anchors %" PRIu64
+               "\ncheckpoint_failures %" PRIu64 "\n", st.lag_records,
+               st.lag_ms, st.rounds, st.anchors, st.failures);
+        if (st.consecutive_failures)
+            printf("checkpoint_failing %" PRIu64 " %s\n",
+                   st.consecutive_failures,
+                   st.last_errmsg[0] ? st.last_errmsg
+                                     : tally_strerror(st.last_error));
+    }
     tally_client_close(c);
     return 0;
 }

@@ -67,16 +67,34 @@ typedef struct tally_client_ack {
     uint64_t head_seq;
     uint8_t head_link[TALLY_HASH_BYTES];
     uint64_t durable_seq;
+    /* 1: the daemon had committed this request id before (a resend, or a
+     * retry with the same id): nothing new was stored, and first_seq is
+     * where the first commit put the records. */
+    int duplicate;
 } tally_client_ack;
 
+#define TALLY_CLIENT_ID_BYTES 16u
+
 /* Appends n records (1..4096, one request) and waits for the daemon to
- * acknowledge them as durable under its sync policy. A request whose reply
- * is lost (daemon killed) may still have been committed, and nanomsg
- * resends a request when it reconnects: around a daemon crash a record can
- * be stored twice. Put an idempotency id in the record key when that
- * matters. */
+ * acknowledge them as durable under its sync policy. The request carries
+ * a fresh random 128-bit request id; nanomsg resends a request whose reply
+ * has not come when it reconnects (a daemon restart) or after a minute,
+ * and the daemon commits a request id once (docs/FORMAT.md §10.5, README
+ * "tallyd": exactly what holds across a crash). After an error (a
+ * timeout, say) the request may or may not have been committed: retry
+ * with tally_client_append_id and the same id to find out without storing
+ * the records twice. */
 int tally_client_append(tally_client *c, const tally_record_in *recs,
                         size_t n, tally_client_ack *ret_ack);
+
+/* The same with the caller's request id (16 bytes, unique per request:
+ * random, e.g. randombytes_buf, or derived from the application's own
+ * idempotency key). Reusing an id for other records is refused (-EEXIST)
+ * while the daemon remembers it. */
+int tally_client_append_id(tally_client *c,
+                           const uint8_t id[TALLY_CLIENT_ID_BYTES],
+                           const tally_record_in *recs, size_t n,
+                           tally_client_ack *ret_ack);
 
 /* Sends n records to the PULL socket: no acknowledgement, no error from the
  * daemon (a malformed batch is logged there and dropped). */
@@ -98,6 +116,18 @@ typedef struct tally_client_status {
     int stored;             /* 1: publications carry records as stored */
     char publish_url[TALLY_CLIENT_MAX_URL + 1];
     char pull_url[TALLY_CLIENT_MAX_URL + 1];
+    /* The checkpointer inside the daemon (tallyd with anchor options). */
+    int anchoring;          /* 1: it runs; 0: no anchor options */
+    int backend;            /* 1 Ethereum, 2 anchor file (checkpoint.h) */
+    uint64_t anchor_block;  /* block of the last anchor (0: unknown) */
+    uint8_t anchor_head[TALLY_HASH_BYTES]; /* the link anchored */
+    uint8_t anchor_tx[32];  /* its transaction (zeros: unknown) */
+    uint64_t anchored_at_ns; /* wall clock of its confirmation (0: unknown) */
+    uint64_t lag_records;   /* records not covered by a confirmed anchor */
+    uint64_t lag_ms;        /* and for how long */
+    uint64_t rounds, anchors, failures, consecutive_failures;
+    int last_error;         /* of a failure streak running now (0: none) */
+    char last_errmsg[513];
 } tally_client_status;
 
 int tally_client_status_get(tally_client *c, tally_client_status *ret);

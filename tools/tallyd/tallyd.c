@@ -15,10 +15,21 @@
  *              to the durable seq only, and publishes them (and a tick a
  *              second, so that idle followers learn the head)
  *   ranger     answers range and epoch requests from a reader of the files
+ *   checkpointer  (anchor options) anchors the head every --checkpoint-every
+ *              seconds on the same writer handle (checkpoint/checkpoint.h);
+ *              main reports its rounds in the log and status replies carry
+ *              its figures
  *
  * Publications come from the files rather than from the requests in memory
  * so that what is published is exactly what is stored, with the link the
  * chain gives it, and only once it is durable.
+ *
+ * Exactly-once appends (FORMAT.md §10.6): an APPEND may carry a request id.
+ * The receiver looks it up in the window of recent ids (reqlog.h): a resend
+ * of a request still queued takes over its reply; a resend of a committed
+ * one is answered from the window; a resend of one the previous run took
+ * is checked against the journal by a committer before it is appended.
+ * Committers log each id (DIR/tallyd.requests) before the group's write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +54,10 @@
 #include <nanomsg/reqrep.h>
 #include <sodium.h>
 
+#include "anchor-opts.h" /* tools/tally: the CLI's anchor options */
+#include "checkpoint.h"
+#include "common.h"      /* tools/tally: the CLI's key loader */
+#include "reqlog.h"
 #include "tally-client.h"
 #include "tally-internal.h"
 #include "tally.h"
@@ -55,13 +70,27 @@
 #define TICK_MS           1000u
 #define POLL_MS           100
 #define DRAIN_FLUSH_MS    500u         /* nanomsg has no linger: let sends go */
+#define REQUEST_WINDOW    65536u       /* request ids remembered (default) */
+#define CHECKPOINT_EVERY  60u          /* s, with anchor options (default) */
+#define REPORT_MS         200          /* main looks at the checkpointer */
 
 typedef struct req {
     struct req *next;
     void *msg;      /* nanomsg chunk */
     size_t len;
-    void *ctl;      /* REP: the backtrace to reply with; PULL: NULL */
+    void *ctl;      /* REP: the backtrace to reply with; PULL: NULL. While
+                       the request id's entry is RQ_QUEUED the receiver may
+                       swap in a resend's backtrace: read it under mu. */
     wire_request w;
+    /* exactly-once (REP requests with an id, a window in use) */
+    bool tracked;        /* has an entry in the window */
+    uint8_t prev_state;  /* RQ_PREV_*: a resend to check against the journal */
+    uint64_t prev_seq, prev_upto;
+    /* set by the committer */
+    bool dup;            /* committed before, at dup_first */
+    uint64_t dup_first;
+    int fail;            /* <0: answered with this error, not appended */
+    void *out_ctl;       /* the backtrace to reply with, taken under mu */
 } req;
 
 typedef struct queue {
@@ -82,6 +111,19 @@ typedef struct tallyd {
 
     uint8_t *key; /* sodium_malloc'd, read-only after load */
     tally *t;
+    int dirfd;    /* the journal directory (the request log lives there) */
+
+    /* exactly-once: recent request ids (NULL: --request-window 0) */
+    rq_window *rq;
+    uint64_t start_head; /* head at startup: older runs' records end here */
+    uint64_t dups;       /* resends answered without a write (under mu) */
+
+    /* anchoring (anchor options): the target, the startup verdict and the
+     * checkpointer on our writer handle; NULL cp: none */
+    struct anchor anc;
+    tally_checkpointer *cp;
+    tally_freshness fr;
+    uint32_t every_ms;
     uint8_t jid[TALLY_ID_BYTES];
     uint8_t cipher;
     int rep, pull, pub;
@@ -197,6 +239,8 @@ static void req_free(req *r)
         nn_freemsg(r->msg);
     if (r->ctl)
         nn_freemsg(r->ctl);
+    if (r->out_ctl)
+        nn_freemsg(r->out_ctl);
     free(r);
 }
 
@@ -227,19 +271,81 @@ static void send_reply(tallyd *d, void **ctl, const wire_buf *b)
     *ctl = NULL;
 }
 
-static void reply_error(tallyd *d, void **ctl, uint8_t op, int err,
-                        const char *msg)
+/* An error reply in the request's wire version. */
+static void reply_error(tallyd *d, void **ctl, uint8_t version, uint8_t op,
+                        int err, const char *msg)
 {
     wire_buf b = { 0 };
 
-    wire_reply_error(&b, op, err, msg);
+    wire_reply_error_v(&b, version, op, err, msg);
     send_reply(d, ctl, &b);
     wire_buf_free(&b);
 }
 
 /* ---- status --------------------------------------------------------------- */
 
-static void answer_status(tallyd *d, void **ctl)
+static uint64_t real_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The anchoring figures of a status reply: the checkpointer's, and for an
+ * anchor it did not make itself (one found at startup) what the startup
+ * verdict and the journal's CHECKPOINT record say of it. */
+static void anchor_status(tallyd *d, wire_status *s)
+{
+    tally_checkpoint_status cs;
+    const tally_freshness *fr = &d->fr;
+    uint64_t at = 0;
+
+    s->anchor_seq = 0;
+    s->anchor_age_ms = UINT64_MAX;
+    if (!d->cp)
+        return;
+    tally_checkpointer_status(d->cp, &cs);
+    s->anchoring = WIRE_ANCHORING_RUNNING;
+    s->backend = d->anc.eth ? TALLY_BACKEND_ETH : TALLY_BACKEND_FILE;
+    s->last_error = cs.last_error;
+    snprintf(s->last_errmsg, sizeof s->last_errmsg, "%s", cs.last_errmsg);
+    s->lag_records = cs.lag_records;
+    s->lag_ms = cs.lag_ms;
+    s->rounds = cs.rounds;
+    s->anchors = cs.anchors;
+    s->failures = cs.failures;
+    s->consecutive_failures = cs.consecutive_failures;
+    if (cs.has_last && cs.last.seq >= cs.anchored_seq) {
+        s->anchor_seq = cs.last.seq;
+        memcpy(s->anchor_head, cs.last.head, 32);
+        s->anchor_block = cs.last.block_number;
+        memcpy(s->anchor_tx, cs.last.tx_hash, 32);
+        at = cs.last.anchored_ns;
+    } else if (fr->anchored_seq && fr->anchored_seq >= cs.anchored_seq) {
+        s->anchor_seq = fr->anchored_seq;
+        memcpy(s->anchor_head, fr->anchored_head, 32);
+        s->anchor_block = fr->anchored_block;
+        if (fr->has_checkpoint && fr->checkpoint.seq == fr->anchored_seq) {
+            memcpy(s->anchor_tx, fr->checkpoint.tx_hash, 32);
+            at = fr->checkpoint.anchored_ns;
+        }
+    } else if (cs.anchored_seq) {
+        /* found on the target by a round (another writer process made it):
+         * known since then */
+        s->anchor_seq = cs.anchored_seq;
+        at = cs.anchored_at_ns;
+    }
+    if (s->anchor_seq) {
+        uint64_t now = real_ns();
+
+        s->anchored_at_ns = at;
+        if (at)
+            s->anchor_age_ms = now > at ? (now - at) / 1000000u : 0;
+    }
+}
+
+static void answer_status(tallyd *d, void **ctl, uint8_t version)
 {
     tally_head_info h;
     wire_status s;
@@ -248,7 +354,7 @@ static void answer_status(tallyd *d, void **ctl)
 
     rc = tally_head(d->t, &h);
     if (rc < 0) {
-        reply_error(d, ctl, WIRE_OP_STATUS, rc, tally_strerror(rc));
+        reply_error(d, ctl, version, WIRE_OP_STATUS, rc, tally_strerror(rc));
         return;
     }
     memset(&s, 0, sizeof s);
@@ -260,19 +366,15 @@ static void answer_status(tallyd *d, void **ctl)
     s.appended = d->appended;
     s.uptime_ms = (now_ns() - d->start_ns) / 1000000u;
     pthread_mutex_unlock(&d->mu);
-    /* HOOK(checkpoint): when the checkpointer runs inside tallyd (anchor
-     * options, --checkpoint-every), report its last anchored seq and the
-     * age of that anchor here. Until then: none known. */
-    s.anchor_seq = 0;
-    s.anchor_age_ms = UINT64_MAX;
+    anchor_status(d, &s);
     memcpy(s.journal_id, d->jid, TALLY_ID_BYTES);
     s.cipher = d->cipher;
     s.sync = (uint8_t)d->sync;
     s.form = d->form;
     snprintf(s.publish_url, sizeof s.publish_url, "%s", d->publish_url);
     snprintf(s.pull_url, sizeof s.pull_url, "%s", d->pull_url);
-    wire_reply_header(&b, WIRE_OP_STATUS, 0);
-    wire_encode_status_body(&b, &s);
+    wire_reply_header_v(&b, version, WIRE_OP_STATUS, 0, 0);
+    wire_encode_status_body_v(&b, version, &s);
     send_reply(d, ctl, &b);
     wire_buf_free(&b);
 }
@@ -282,6 +384,122 @@ static void answer_status(tallyd *d, void **ctl)
 static const char *sock_name(const tallyd *d, int s)
 {
     return s == d->rep ? "append" : "pull";
+}
+
+/* Replies to an APPEND that was committed before under its request id. */
+static void reply_duplicate(tallyd *d, void **ctl, uint8_t version,
+                            uint64_t first, uint32_t count)
+{
+    tally_head_info h;
+    wire_ack a;
+    wire_buf b = { 0 };
+    int rc = tally_head(d->t, &h);
+
+    if (rc < 0) {
+        reply_error(d, ctl, version, WIRE_OP_APPEND, rc, tally_strerror(rc));
+        return;
+    }
+    a.first_seq = first;
+    a.count = count;
+    a.head_seq = h.seq;
+    memcpy(a.head_link, h.link, TALLY_HASH_BYTES);
+    a.durable_seq = h.durable_seq;
+    wire_reply_header_v(&b, version, WIRE_OP_APPEND, 0, WIRE_REPLY_DUPLICATE);
+    wire_encode_ack(&b, &a);
+    send_reply(d, ctl, &b);
+    wire_buf_free(&b);
+}
+
+static void id_hex(const uint8_t id[RQ_ID_BYTES], char out[17])
+{
+    /* half the id is enough to follow a request through the log */
+    sodium_bin2hex(out, 17, id, 8);
+}
+
+/* Queues an APPEND (consumes r). A request id on the append socket is
+ * looked up first (FORMAT.md §10.6): a resend of a request still queued
+ * takes over its reply, one already committed is answered at once, one the
+ * previous run took goes to a committer to be checked against the journal. */
+static void queue_append(tallyd *d, req *r, bool is_rep)
+{
+    bool track = is_rep && r->w.has_id && d->rq;
+    uint8_t hash[RQ_HASH_BYTES];
+    uint64_t dup_first = 0;
+    uint32_t dup_count = 0;
+    int refuse = 0;
+    char hex[17];
+
+    if (track)
+        crypto_generichash(hash, sizeof hash, r->w.records, r->w.records_len,
+                           NULL, 0);
+    pthread_mutex_lock(&d->mu);
+    /* backpressure: producers wait in nanomsg's buffers meanwhile */
+    while (d->repq.bytes + d->pullq.bytes > QUEUE_MAX_BYTES &&
+           !atomic_load(&d->fatal))
+        pthread_cond_wait(&d->space_cv, &d->mu);
+    if (track) {
+        rq_entry *e = rq_find(d->rq, r->w.id);
+
+        if (e && (e->count != r->w.count ||
+                  (e->has_hash && memcmp(e->hash, hash, sizeof hash) != 0))) {
+            refuse = -EEXIST;
+        } else if (e && e->state == RQ_QUEUED) {
+            req *o = e->owner;
+
+            /* the reply goes to the newest backtrace: the connection the
+             * first one came on may be gone */
+            if (o->ctl)
+                nn_freemsg(o->ctl);
+            o->ctl = r->ctl;
+            r->ctl = NULL;
+            d->dups++;
+            pthread_mutex_unlock(&d->mu);
+            id_hex(r->w.id, hex);
+            LOG_INFO("duplicate request=%s records=%u state=queued",
+                     hex, r->w.count);
+            req_free(r);
+            return;
+        } else if (e && e->state == RQ_DONE) {
+            dup_first = e->seq;
+            dup_count = e->count;
+            d->dups++;
+        } else {
+            if (e) {
+                /* taken by a previous run: check the journal first */
+                r->prev_state = e->state;
+                r->prev_seq = e->seq;
+                r->prev_upto = e->upto;
+                e->prev_state = e->state;
+            } else {
+                e = rq_add(d->rq, r->w.id);
+                e->count = r->w.count;
+            }
+            e->state = RQ_QUEUED;
+            e->owner = r;
+            e->logged = 0;
+            memcpy(e->hash, hash, sizeof hash);
+            e->has_hash = 1;
+            r->tracked = true;
+        }
+    }
+    if (!refuse && !dup_count) {
+        q_push(is_rep ? &d->repq : &d->pullq, r);
+        pthread_cond_broadcast(&d->commit_cv);
+        pthread_mutex_unlock(&d->mu);
+        return;
+    }
+    pthread_mutex_unlock(&d->mu);
+    id_hex(r->w.id, hex);
+    if (refuse) {
+        LOG_WARN("request-id-reused request=%s records=%u", hex, r->w.count);
+        reply_error(d, &r->ctl, r->w.version, WIRE_OP_APPEND, refuse,
+                    "request id already used for other records");
+    } else {
+        LOG_INFO("duplicate request=%s first=%" PRIu64 " records=%u "
+                 "state=committed", hex, dup_first, dup_count);
+        reply_duplicate(d, &r->ctl, r->w.version, dup_first, dup_count);
+    }
+    req_free(r);
 }
 
 /* Takes one message from socket s; 0 when there was none. */
@@ -318,19 +536,23 @@ static int receive_one(tallyd *d, int s)
         why = "only append is accepted on the pull socket";
     }
     if (rc < 0) {
-        uint8_t op = n >= 2 ? ((const uint8_t *)body)[1] : 0;
+        const uint8_t *m = body;
+        uint8_t op = n >= 2 ? m[1] : 0;
+        /* answered in the request's version when it has one we speak */
+        uint8_t ver = n >= 1 && m[0] >= WIRE_VERSION_MIN &&
+                              m[0] <= WIRE_VERSION ? m[0] : WIRE_VERSION;
 
         LOG_WARN("bad-message socket=%s bytes=%d err=%d why=\"%s\"",
                  sock_name(d, s), n, rc, why);
         if (is_rep)
-            reply_error(d, &ctl, (uint8_t)(op & ~WIRE_REPLY), rc, why);
+            reply_error(d, &ctl, ver, (uint8_t)(op & ~WIRE_REPLY), rc, why);
         nn_freemsg(body);
         if (ctl)
             nn_freemsg(ctl);
         return 1;
     }
     if (w.op == WIRE_OP_STATUS) {
-        answer_status(d, &ctl);
+        answer_status(d, &ctl, w.version);
         nn_freemsg(body);
         return 1;
     }
@@ -338,7 +560,8 @@ static int receive_one(tallyd *d, int s)
     if (!r) {
         LOG_ERROR("out-of-memory socket=%s", sock_name(d, s));
         if (is_rep)
-            reply_error(d, &ctl, w.op, -ENOMEM, "daemon out of memory");
+            reply_error(d, &ctl, w.version, w.op, -ENOMEM,
+                        "daemon out of memory");
         nn_freemsg(body);
         if (ctl)
             nn_freemsg(ctl);
@@ -348,18 +571,13 @@ static int receive_one(tallyd *d, int s)
     r->len = (size_t)n;
     r->ctl = ctl;
     r->w = w;
-    pthread_mutex_lock(&d->mu);
     if (w.op == WIRE_OP_APPEND) {
-        /* backpressure: producers wait in nanomsg's buffers meanwhile */
-        while (d->repq.bytes + d->pullq.bytes > QUEUE_MAX_BYTES &&
-               !atomic_load(&d->fatal))
-            pthread_cond_wait(&d->space_cv, &d->mu);
-        q_push(is_rep ? &d->repq : &d->pullq, r);
-        pthread_cond_broadcast(&d->commit_cv);
-    } else {
-        q_push(&d->rangeq, r);
-        pthread_cond_signal(&d->range_cv);
+        queue_append(d, r, is_rep);
+        return 1;
     }
+    pthread_mutex_lock(&d->mu);
+    q_push(&d->rangeq, r);
+    pthread_cond_signal(&d->range_cv);
     pthread_mutex_unlock(&d->mu);
     return 1;
 }
@@ -420,6 +638,300 @@ static void take(queue *q, req ***tail, size_t *n, size_t *nreq,
     }
 }
 
+/* ---- resends of requests a previous run took ------------------------------ */
+
+/* Seq ranges that other request ids are known to hold, which a resend's
+ * records cannot be (FORMAT.md §10.6: identical requests are told apart by
+ * their place). */
+typedef struct claims {
+    uint64_t (*r)[2];
+    size_t n, cap;
+    const uint8_t *self;
+    uint64_t lo, hi, start_head;
+} claims;
+
+static void claim_one(void *ctx, const rq_entry *e)
+{
+    claims *c = ctx;
+    uint64_t last;
+
+    if (memcmp(e->id, c->self, RQ_ID_BYTES) == 0 || e->count == 0)
+        return;
+    if (e->state != RQ_PREV_DONE &&
+        !(e->state == RQ_DONE && e->seq + e->count - 1 <= c->start_head))
+        return;
+    last = e->seq + e->count - 1;
+    if (last < c->lo || e->seq > c->hi)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        uint64_t (*p)[2] = realloc(c->r, cap * sizeof *p);
+
+        if (!p)
+            return;
+        c->r = p;
+        c->cap = cap;
+    }
+    c->r[c->n][0] = e->seq;
+    c->r[c->n][1] = last;
+    c->n++;
+}
+
+static bool is_claimed(const claims *c, uint64_t first, uint64_t last)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (first <= c->r[i][1] && last >= c->r[i][0])
+            return true;
+    return false;
+}
+
+static bool same_record(const tally_record *a, const tally_record_in *b)
+{
+    return a->decrypted && a->type == b->type && a->key_len == b->key_len &&
+           a->payload_len == b->payload_len &&
+           (b->key_len == 0 || memcmp(a->key, b->key, b->key_len) == 0) &&
+           (b->payload_len == 0 ||
+            memcmp(a->payload, b->payload, b->payload_len) == 0);
+}
+
+/* Whether the records of r, a resend of a request a previous run took,
+ * are in the journal: 1 (*ret_first: where), 0 (not there: append them),
+ * or <0 (the journal could not be read: cannot tell). A request the
+ * previous run logged as committed ('D') is looked for at that seq; one it
+ * was committing ('P') among the records that run may have written, as n
+ * consecutive records equal to the request's, not at a place another id
+ * is known to hold. */
+static int find_committed(tallyd *d, req *r, uint64_t *ret_first)
+{
+    uint32_t n = r->w.count, ncand = 0;
+    bool at_seq = r->prev_state == RQ_PREV_DONE;
+    tally_record_in *want;
+    uint64_t *cand, lo, hi, found = 0;
+    claims cl;
+    tally_iter *it = NULL;
+    tally_record rec;
+    int rc;
+
+    if (at_seq) {
+        lo = r->prev_seq;
+        hi = lo + n - 1;
+    } else {
+        lo = r->prev_seq + 1;
+        hi = r->prev_upto && r->prev_upto < d->start_head ? r->prev_upto
+                                                          : d->start_head;
+    }
+    if (lo == 0 || hi > d->start_head || hi < lo || hi - lo + 1 < n)
+        return 0;
+    memset(&cl, 0, sizeof cl);
+    cl.self = r->w.id;
+    cl.lo = lo;
+    cl.hi = hi;
+    cl.start_head = d->start_head;
+    if (!at_seq) {
+        pthread_mutex_lock(&d->mu);
+        rq_each(d->rq, claim_one, &cl);
+        pthread_mutex_unlock(&d->mu);
+    }
+    want = calloc(n, sizeof *want);
+    cand = calloc(n, sizeof *cand);
+    if (!want || !cand) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    wire_append_records(&r->w, want);
+    rc = tally_iter_open(&it, d->dir, d->key, lo, TALLY_ITER_TOLERATE_TAIL);
+    if (rc < 0) {
+        it = NULL;
+        goto out;
+    }
+    while ((rc = tally_iter_next(it, &rec)) == 1 && rec.seq <= hi) {
+        uint32_t k = 0;
+
+        if (rec.seq < lo)
+            continue;
+        /* each candidate start expects want[seq - start] here */
+        for (uint32_t i = 0; i < ncand; i++) {
+            uint64_t j = rec.seq - cand[i];
+
+            if (!same_record(&rec, &want[j]))
+                continue;
+            if (j == n - 1) {
+                if (!is_claimed(&cl, cand[i], rec.seq)) {
+                    found = cand[i];
+                    break;
+                }
+                continue;
+            }
+            cand[k++] = cand[i];
+        }
+        if (found)
+            break;
+        ncand = k;
+        if ((!at_seq || rec.seq == lo) && same_record(&rec, &want[0])) {
+            if (n == 1) {
+                if (!is_claimed(&cl, rec.seq, rec.seq)) {
+                    found = rec.seq;
+                    break;
+                }
+            } else {
+                cand[ncand++] = rec.seq;
+            }
+        }
+        if (at_seq && ncand == 0)
+            break;
+    }
+    if (rc < 0)
+        LOG_ERROR("request-check-failed from=%" PRIu64 " err=%d msg=\"%s\"",
+                  lo, rc, tally_iter_errmsg(it));
+    else
+        rc = found ? 1 : 0;
+out:
+    if (it)
+        tally_iter_free(it);
+    free(want);
+    free(cand);
+    free(cl.r);
+    if (rc == 1)
+        *ret_first = found;
+    return rc;
+}
+
+/* Decides the resends of the batch that a previous run took. */
+static void resolve_resends(tallyd *d, req *batch)
+{
+    for (req *r = batch; r; r = r->next) {
+        uint64_t first = 0;
+        char hex[17];
+        int rc;
+
+        if (!r->prev_state)
+            continue;
+        rc = find_committed(d, r, &first);
+        id_hex(r->w.id, hex);
+        if (rc == 1) {
+            r->dup = true;
+            r->dup_first = first;
+            pthread_mutex_lock(&d->mu);
+            d->dups++;
+            pthread_mutex_unlock(&d->mu);
+            LOG_INFO("duplicate request=%s first=%" PRIu64 " records=%u "
+                     "state=journal", hex, first, r->w.count);
+        } else if (rc == 0) {
+            LOG_INFO("resend request=%s records=%u state=not-in-journal",
+                     hex, r->w.count);
+        } else {
+            r->fail = rc;
+        }
+    }
+}
+
+/* Logs the intent of the batch's tracked requests before their write: a
+ * lower bound of their seqs (the head now). */
+static void log_intents(tallyd *d, req *batch)
+{
+    tally_head_info h;
+    uint8_t *buf;
+    size_t cnt = 0, len = 0;
+    int rc;
+
+    for (req *r = batch; r; r = r->next)
+        cnt += r->tracked && !r->dup && !r->fail;
+    if (cnt == 0)
+        return;
+    buf = malloc(cnt * RQ_ENTRY_BYTES);
+    rc = buf ? tally_head(d->t, &h) : -ENOMEM;
+    if (rc < 0) {
+        free(buf);
+        LOG_WARN("request-log-failed err=%d msg=\"%s\"", rc,
+                 tally_strerror(rc));
+        return;
+    }
+    pthread_mutex_lock(&d->mu);
+    for (req *r = batch; r; r = r->next) {
+        rq_entry *e;
+
+        if (!r->tracked || r->dup || r->fail)
+            continue;
+        e = rq_find(d->rq, r->w.id);
+        if (!e || e->owner != r)
+            continue; /* forgotten: the window moved past it */
+        e->seq = h.seq;
+        e->upto = 0;
+        e->logged = 1;
+        rq_encode(buf + len, 'P', r->w.id, r->w.count, h.seq, 0);
+        len += RQ_ENTRY_BYTES;
+    }
+    pthread_mutex_unlock(&d->mu);
+    rc = rq_log_append(d->rq, buf, len, &d->mu);
+    if (rc < 0)
+        LOG_WARN("request-log-failed err=%d msg=\"%s\"", rc, strerror(-rc));
+    free(buf);
+}
+
+/* After the batch's commit (rc: its result; first: its first seq): settles
+ * each request's window entry, logs what was committed, and takes the
+ * backtraces to reply with (under mu: the receiver swaps in a resend's). */
+static void settle(tallyd *d, req *batch, int rc, uint64_t first)
+{
+    uint8_t *buf = NULL;
+    size_t cnt = 0, len = 0;
+    uint64_t seq = first;
+
+    if (d->rq && rc == 0) {
+        for (req *r = batch; r; r = r->next)
+            cnt += r->tracked && !r->fail;
+        if (cnt)
+            buf = malloc(cnt * RQ_ENTRY_BYTES);
+    }
+    pthread_mutex_lock(&d->mu);
+    for (req *r = batch; r; r = r->next) {
+        rq_entry *e = r->tracked ? rq_find(d->rq, r->w.id) : NULL;
+        uint64_t at = 0;
+
+        if (rc == 0 && !r->fail) {
+            if (r->dup) {
+                at = r->dup_first;
+            } else {
+                at = seq;
+                seq += r->w.count;
+            }
+            r->dup_first = at;
+        }
+        if (e && e->owner == r) {
+            e->owner = NULL;
+            e->logged = 0;
+            if (rc == 0 && !r->fail) {
+                e->state = RQ_DONE;
+                e->seq = at;
+                e->prev_state = 0;
+                if (buf) {
+                    rq_encode(buf + len, 'D', r->w.id, r->w.count, at, 0);
+                    len += RQ_ENTRY_BYTES;
+                }
+            } else if (r->prev_state) {
+                /* undecided still: a retry checks the journal again */
+                e->state = r->prev_state;
+                e->seq = r->prev_seq;
+                e->upto = r->prev_upto;
+                e->prev_state = 0;
+            } else {
+                e->state = RQ_FREE;
+            }
+        }
+        r->out_ctl = r->ctl;
+        r->ctl = NULL;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (len) {
+        int lrc = rq_log_append(d->rq, buf, len, &d->mu);
+
+        if (lrc < 0)
+            LOG_WARN("request-log-failed err=%d msg=\"%s\"", lrc,
+                     strerror(-lrc));
+    }
+    free(buf);
+}
+
 static void *committer_main(void *arg)
 {
     committer *self = arg;
@@ -449,6 +961,8 @@ static void *committer_main(void *arg)
         pthread_cond_broadcast(&d->space_cv);
         pthread_mutex_unlock(&d->mu);
 
+        if (d->rq)
+            resolve_resends(d, batch);
         if (n > cap) {
             tally_record_in *p = realloc(recs, n * sizeof *recs);
 
@@ -461,53 +975,68 @@ static void *committer_main(void *arg)
         }
         n = 0;
         for (r = batch; r; r = r->next) {
+            if (r->dup || r->fail)
+                continue;
             wire_append_records(&r->w, recs + n);
             n += r->w.count;
         }
-        rc = tally_append_batch(d->t, recs, n, &first);
+        if (n > 0) {
+            /* the ids reach the log before the records reach the journal:
+             * a restarted daemon knows every request it may have stored */
+            if (d->rq)
+                log_intents(d, batch);
+            rc = tally_append_batch(d->t, recs, n, &first);
+        } else {
+            rc = 0;
+        }
         if (rc == 0)
             rc = tally_head(d->t, &h);
     failed:
+        settle(d, batch, rc, first);
         if (rc < 0) {
             LOG_ERROR("append-failed records=%zu requests=%zu err=%d "
                       "msg=\"%s\" detail=\"%s\"", n, nreq, rc,
                       tally_strerror(rc), tally_errmsg(d->t));
             for (r = batch; r; r = r->next)
-                if (r->ctl)
-                    reply_error(d, &r->ctl, WIRE_OP_APPEND, rc,
-                                tally_strerror(rc));
+                if (r->out_ctl)
+                    reply_error(d, &r->out_ctl, r->w.version, WIRE_OP_APPEND,
+                                rc, tally_strerror(rc));
             /* A failed write or sync poisons the handle (FORMAT.md §6):
              * stop, and let a restart recover. */
             if (rc != -ENOMEM)
                 fatal_stop(d);
         } else {
-            uint64_t seq = first;
-
             for (r = batch; r; r = r->next) {
-                if (r->ctl) {
-                    wire_ack a;
-                    wire_buf b = { 0 };
+                wire_ack a;
+                wire_buf b = { 0 };
 
-                    a.first_seq = seq;
-                    a.count = r->w.count;
-                    a.head_seq = h.seq;
-                    memcpy(a.head_link, h.link, TALLY_HASH_BYTES);
-                    a.durable_seq = h.durable_seq;
-                    wire_reply_header(&b, WIRE_OP_APPEND, 0);
-                    wire_encode_ack(&b, &a);
-                    send_reply(d, &r->ctl, &b);
-                    wire_buf_free(&b);
+                if (!r->out_ctl)
+                    continue;
+                if (r->fail) {
+                    reply_error(d, &r->out_ctl, r->w.version, WIRE_OP_APPEND,
+                                r->fail, "cannot tell whether the previous "
+                                "run committed this request: retry");
+                    continue;
                 }
-                seq += r->w.count;
+                a.first_seq = r->dup_first;
+                a.count = r->w.count;
+                a.head_seq = h.seq;
+                memcpy(a.head_link, h.link, TALLY_HASH_BYTES);
+                a.durable_seq = h.durable_seq;
+                wire_reply_header_v(&b, r->w.version, WIRE_OP_APPEND, 0,
+                                    r->dup ? WIRE_REPLY_DUPLICATE : 0);
+                wire_encode_ack(&b, &a);
+                send_reply(d, &r->out_ctl, &b);
+                wire_buf_free(&b);
             }
-            LOG_DEBUG(d, "commit first=%" PRIu64 " records=%zu requests=%zu "
-                      "bytes=%" PRIu64, first, n, nreq, bytes);
+            if (n > 0)
+                LOG_DEBUG(d, "commit first=%" PRIu64 " records=%zu "
+                          "requests=%zu bytes=%" PRIu64, first, n, nreq,
+                          bytes);
             pthread_mutex_lock(&d->mu);
             d->appended += n;
             pthread_cond_signal(&d->pub_cv);
             pthread_mutex_unlock(&d->mu);
-            /* HOOK(checkpoint): the in-daemon checkpointer (anchor options)
-             * is told of the new head here. */
         }
         while (batch) {
             r = batch;
@@ -869,7 +1398,8 @@ static void answer_range(ranger *g, req *r)
 
     rc = tally_head(d->t, &h);
     if (rc < 0) {
-        reply_error(d, &r->ctl, WIRE_OP_RANGE, rc, tally_strerror(rc));
+        reply_error(d, &r->ctl, r->w.version, WIRE_OP_RANGE, rc,
+                    tally_strerror(rc));
         return;
     }
     /* only durable records, as on the publish socket */
@@ -877,7 +1407,7 @@ static void answer_range(ranger *g, req *r)
     limit = w->max && w->max < WIRE_RANGE_MAX_RECORDS ? w->max
                                                       : WIRE_RANGE_MAX_RECORDS;
     scanned = w->from - 1;
-    wire_reply_header(&b, WIRE_OP_RANGE, 0);
+    wire_reply_header_v(&b, r->w.version, WIRE_OP_RANGE, 0, 0);
     count_at = b.len + 8;
     wire_buf_put64(&b, 0);
     wire_buf_put32(&b, 0);
@@ -968,7 +1498,8 @@ static void answer_range(ranger *g, req *r)
 fail:
     wire_buf_free(&b);
     wire_buf_free(&one);
-    reply_error(d, &r->ctl, WIRE_OP_RANGE, rc, tally_strerror(rc));
+    reply_error(d, &r->ctl, r->w.version, WIRE_OP_RANGE, rc,
+                    tally_strerror(rc));
 }
 
 static void answer_epoch(ranger *g, req *r)
@@ -984,24 +1515,27 @@ static void answer_epoch(ranger *g, req *r)
     dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0) {
         rc = -errno;
-        reply_error(d, &r->ctl, WIRE_OP_EPOCH, rc, "cannot open the journal");
+        reply_error(d, &r->ctl, r->w.version, WIRE_OP_EPOCH, rc,
+                    "cannot open the journal");
         return;
     }
     rc = ti_meta_read(dirfd, NULL, &m, err, sizeof err);
     close(dirfd);
     if (rc < 0) {
         LOG_ERROR("epoch-read-failed err=%d msg=\"%s\"", rc, err);
-        reply_error(d, &r->ctl, WIRE_OP_EPOCH, rc, tally_strerror(rc));
+        reply_error(d, &r->ctl, r->w.version, WIRE_OP_EPOCH, rc,
+                    tally_strerror(rc));
         return;
     }
     e = ti_meta_epoch(&m, r->w.epoch);
     if (!e) {
         ti_meta_free(&m);
-        reply_error(d, &r->ctl, WIRE_OP_EPOCH, -ENOENT, "no such epoch");
+        reply_error(d, &r->ctl, r->w.version, WIRE_OP_EPOCH, -ENOENT,
+                    "no such epoch");
         return;
     }
     /* the entry exactly as FORMAT.md §3.2 lays it out */
-    wire_reply_header(&b, WIRE_OP_EPOCH, 0);
+    wire_reply_header_v(&b, r->w.version, WIRE_OP_EPOCH, 0, 0);
     p = wire_buf_add(&b, WIRE_EPOCH_ENTRY);
     if (p) {
         memset(p, 0, WIRE_EPOCH_ENTRY);
@@ -1044,14 +1578,20 @@ static void *ranger_main(void *arg)
 
 /* ---- setup ---------------------------------------------------------------- */
 
+/* The help, in parts: together they pass the 4095 bytes a C99 string
+ * literal may hold. */
 static const char usage_text[] =
-    "Usage: tallyd DIR --key-file FILE [options]\n"
+    "Usage: tallyd DIR (--key-file FILE | --key-source SPEC) [options]\n"
+    "              [anchor options [--checkpoint-every SECONDS]]\n"
     "\n"
     "Takes appends over nanomsg and publishes every committed record\n"
-    "(wire protocol: docs/FORMAT.md section 10).\n"
+    "(wire protocol: docs/FORMAT.md section 10; README \"tallyd\").\n"
     "\n"
     "Options:\n"
-    "  --key-file FILE       master key file (or $TALLY_KEY_FILE)\n"
+    "  --key-file FILE       master key file\n"
+    "  --key-source SPEC     or a key source: file:PATH, env:NAME,\n"
+    "                        dstack:[PATH] (default $TALLY_KEY_SOURCE,\n"
+    "                        $TALLY_KEY_FILE; README \"Keys\")\n"
     "  --append URL          REP socket for appends and requests\n"
     "  --pull URL            PULL socket for fire-and-forget batches\n"
     "  --publish URL         PUB socket for committed records\n"
@@ -1070,12 +1610,46 @@ static const char usage_text[] =
     "  --flush-block BYTES   writes end on multiples of BYTES (512-16777216;\n"
     "                        default 4096 with --flush-interval), filled\n"
     "                        with a PAD record\n"
+    "  --request-window N    request ids remembered for exactly-once appends\n"
+    "                        (default 65536; 0: none, at least once), kept\n"
+    "                        across restarts in DIR/tallyd.requests\n"
     "  --create              create the journal in DIR if there is none\n"
     "  --verbose             log every commit and range request\n"
     "  --help                this text\n"
+    "\n";
+
+static const char usage_anchor[] =
+    "With anchor options the journal must be fresh against its anchor target\n"
+    "at startup: any other verdict (rolled_back, forked, deleted,\n"
+    "stale_anchor) is refused with exit status 4, as 'tally append' does.\n"
+    "The checkpointer then runs inside the daemon on its writer handle:\n"
+    "  --checkpoint-every SECONDS\n"
+    "                        anchor the head every SECONDS (default 60); a\n"
+    "                        failing anchor target is retried with backoff\n"
+    "                        and never holds up appends. Status replies\n"
+    "                        carry the last anchor and the anchor lag.\n"
+    "\n";
+
+static const char usage_tail[] =
     "\n"
     "Signals: SIGTERM/SIGINT stop taking requests, commit and publish what\n"
-    "was taken, and exit 0.\n";
+    "was taken, stop the checkpointer (the round in flight finishes), and\n"
+    "exit 0.\n"
+    "Exit status: 0 stopped cleanly, 1 operational error, 2 usage, 3 the\n"
+    "journal failed an integrity check, 4 refused: not fresh against its\n"
+    "anchor, 5 key unavailable or wrong.\n";
+
+static void print_usage(FILE *f)
+{
+    fputs(usage_text, f);
+    fputs(usage_anchor, f);
+    fputs(ANCHOR_OPTS_HELP, f);
+    fputs(usage_tail, f);
+}
+
+/* tallyd's row for the CLI helpers it shares (anchor options, key loader):
+ * no run function, so that their messages say "tallyd: ..." */
+static const struct cli_cmd tallyd_cmd = { "tallyd", NULL, NULL, usage_text };
 
 static int parse_sync(const char *s, tally_sync_policy *ret)
 {
@@ -1138,13 +1712,68 @@ static bool is_tcp(const char *url)
     return strncmp(url, "tcp://", 6) == 0 || strncmp(url, "ws://", 5) == 0;
 }
 
+/* What main last reported of the checkpointer. */
+typedef struct reported {
+    uint64_t rounds, anchors, failures;
+    bool failing;
+} reported;
+
+/* Logs the checkpointer's rounds since the last look: an anchor, a failure
+ * (once per failed round), the target reachable again. */
+static void report_checkpointer(tallyd *d, reported *seen)
+{
+    tally_checkpoint_status s;
+    char tx[65];
+
+    tally_checkpointer_status(d->cp, &s);
+    if (s.rounds == seen->rounds)
+        return;
+    seen->rounds = s.rounds;
+    if (s.consecutive_failures > 0) {
+        if (s.failures != seen->failures)
+            LOG_WARN("anchor-failed streak=%" PRIu64 " err=%d anchored=%"
+                     PRIu64 " head=%" PRIu64 " lag_records=%" PRIu64
+                     " lag_s=%.1f msg=\"%.*s\"", s.consecutive_failures,
+                     s.last_error, s.anchored_seq, s.head_seq, s.lag_records,
+                     (double)s.lag_ms / 1000.0,
+                     (int)strnlen(s.last_errmsg, sizeof s.last_errmsg),
+                     s.last_errmsg);
+        seen->failures = s.failures;
+        seen->failing = true;
+        return;
+    }
+    if (s.anchors != seen->anchors && s.has_last) {
+        seen->anchors = s.anchors;
+        sodium_bin2hex(tx, sizeof tx, s.last.tx_hash, 32);
+        if (s.last.backend == TALLY_BACKEND_ETH)
+            LOG_INFO("anchored seq=%" PRIu64 " block=%" PRIu64 " tx=0x%s "
+                     "head=%" PRIu64 " lag_records=%" PRIu64, s.last.seq,
+                     s.last.block_number, tx, s.head_seq, s.lag_records);
+        else
+            LOG_INFO("anchored seq=%" PRIu64 " backend=file head=%" PRIu64
+                     " lag_records=%" PRIu64, s.last.seq, s.head_seq,
+                     s.lag_records);
+    } else if (seen->failing) {
+        LOG_INFO("anchor-target-back anchored=%" PRIu64 " head=%" PRIu64
+                 " lag_records=%" PRIu64, s.anchored_seq, s.head_seq,
+                 s.lag_records);
+    } else {
+        LOG_DEBUG(d, "anchor-round nothing-new anchored=%" PRIu64 " head=%"
+                  PRIu64, s.anchored_seq, s.head_seq);
+    }
+    seen->failing = false;
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_KEY = 256, OPT_APPEND, OPT_PULL, OPT_PUBLISH, OPT_PLAIN, OPT_SYNC,
            OPT_INTERVAL, OPT_CREATE, OPT_VERBOSE, OPT_HELP, OPT_FLUSH_MS,
-           OPT_FLUSH_BLOCK };
+           OPT_FLUSH_BLOCK, OPT_EVERY, OPT_WINDOW };
     static const struct option longopts[] = {
         { "key-file", required_argument, NULL, OPT_KEY },
+        { "key-source", required_argument, NULL, OPT_KEY },
+        { "checkpoint-every", required_argument, NULL, OPT_EVERY },
+        { "request-window", required_argument, NULL, OPT_WINDOW },
         { "append", required_argument, NULL, OPT_APPEND },
         { "pull", required_argument, NULL, OPT_PULL },
         { "publish", required_argument, NULL, OPT_PUBLISH },
@@ -1156,10 +1785,14 @@ int main(int argc, char **argv)
         { "create", no_argument, NULL, OPT_CREATE },
         { "verbose", no_argument, NULL, OPT_VERBOSE },
         { "help", no_argument, NULL, OPT_HELP },
+        ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     tallyd *d;
-    const char *key_file = getenv("TALLY_KEY_FILE");
+    const char *key_file = NULL;
+    struct anchor_opts ao;
+    uint64_t every = 0, window = REQUEST_WINDOW;
+    reported seen = { 0, 0, 0, false };
     const char *append_url = NULL, *pull_url = NULL, *publish_url = NULL;
     bool plaintext = false, create = false;
     uint32_t flush_ms = 0, flush_block = 0;
@@ -1182,6 +1815,9 @@ int main(int argc, char **argv)
         return 1;
     d->sync = TALLY_SYNC_BATCH;
     d->rep = d->pull = d->pub = -1;
+    d->dirfd = -1;
+    anchor_opts_init(&ao);
+    cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_KEY: key_file = optarg; break;
@@ -1223,18 +1859,54 @@ int main(int argc, char **argv)
             *(ms ? &flush_ms : &flush_block) = (uint32_t)v;
             break;
         }
+        case OPT_EVERY:
+            if (cli_parse_u64(optarg, &every) < 0 || every == 0 ||
+                every > 86400)
+                return cli_usage_error(&tallyd_cmd, "--checkpoint-every must "
+                                       "be 1-86400 seconds");
+            break;
+        case OPT_WINDOW:
+            if (cli_parse_u64(optarg, &window) < 0 || window > (1u << 24) ||
+                (window > 0 && window < 16))
+                return cli_usage_error(&tallyd_cmd, "--request-window must "
+                                       "be 0 or 16-16777216");
+            break;
         case OPT_CREATE: create = true; break;
         case OPT_VERBOSE: d->verbose = true; break;
-        case OPT_HELP: fputs(usage_text, stdout); return 0;
-        default: fputs(usage_text, stderr); return 2;
+        case OPT_HELP: print_usage(stdout); return 0;
+        default:
+            rc = anchor_opt(&tallyd_cmd, &ao, c, optarg);
+            if (rc == ANCHOR_OPT_NONE)
+                return cli_usage_error(&tallyd_cmd, NULL);
+            if (rc != EXIT_OK)
+                return rc;
         }
     }
-    if (optind != argc - 1 || !key_file) {
-        fputs(optind != argc - 1 ? "tallyd: give one journal directory\n"
-                                 : "tallyd: --key-file is required\n", stderr);
-        fputs(usage_text, stderr);
-        return 2;
+    if (optind != argc - 1)
+        return cli_usage_error(&tallyd_cmd, "give one journal directory");
+    /* --key-file/--key-source, else $TALLY_KEY_SOURCE, $TALLY_KEY_FILE */
+    key_file = cli_key_path(key_file);
+    if (!key_file)
+        return cli_usage_error(&tallyd_cmd, "a key is needed: --key-file "
+                               "FILE or --key-source SPEC (or "
+                               "TALLY_KEY_SOURCE, TALLY_KEY_FILE)");
+    /* the anchor options, checked and opened as every tally command does */
+    rc = anchor_opts_finish(&tallyd_cmd, &ao,
+                            ANCHOR_NEED_CONTRACT | ANCHOR_NEED_SENDER);
+    if (rc == EXIT_OK && every && !anchor_opts_configured(&ao))
+        rc = cli_usage_error(&tallyd_cmd, "--checkpoint-every needs an anchor "
+                             "target: --rpc URL (or TALLY_RPC_URL) or "
+                             "--anchor-file PATH");
+    if (rc == EXIT_OK && anchor_opts_configured(&ao)) {
+        rc = anchor_open(&tallyd_cmd, &ao, 0, &d->anc);
+        if (!every)
+            every = CHECKPOINT_EVERY;
     }
+    if (rc != EXIT_OK) {
+        anchor_opts_free(&ao);
+        return rc;
+    }
+    d->every_ms = (uint32_t)(every * 1000);
     d->dir = argv[optind];
     {
         tally_client_urls u;
@@ -1255,18 +1927,21 @@ int main(int argc, char **argv)
     d->form = is_tcp(d->publish_url) && !plaintext ? WIRE_FORM_STORED
                                                    : WIRE_FORM_PLAIN;
 
-    d->key = sodium_malloc(TALLY_KEY_BYTES);
     d->last_of_type = calloc(65536, sizeof *d->last_of_type);
-    if (!d->key || !d->last_of_type) {
+    if (!d->last_of_type) {
         LOG_ERROR("start-failed msg=\"out of memory\"");
         return 1;
     }
-    rc = tally_key_load(key_file, d->key);
-    if (rc < 0) {
-        /* the path is fine to log; the key never is */
-        LOG_ERROR("start-failed key_file=%s err=%d msg=\"%s\"", key_file, rc,
-                  tally_strerror(rc));
-        return tally_exit_code(rc);
+    /* the CLI's one key loader: key files and key sources alike, in locked
+     * memory; it reports a failure on stderr, never with key bytes */
+    rc = cli_key_load(&tallyd_cmd, key_file, &d->key);
+    if (rc != EXIT_OK) {
+        /* the path or source spec is fine to log; the key never is */
+        LOG_ERROR("start-failed key=%s exit=%d msg=\"key not loaded\"",
+                  key_file, rc);
+        anchor_close(&d->anc);
+        anchor_opts_free(&ao);
+        return rc;
     }
     sodium_mprotect_readonly(d->key);
 
@@ -1288,7 +1963,9 @@ int main(int argc, char **argv)
     if (rc < 0) {
         LOG_ERROR("start-failed dir=%s err=%d msg=\"%s\"", d->dir, rc,
                   tally_strerror(rc));
-        sodium_free(d->key);
+        cli_key_free(d->key);
+        anchor_close(&d->anc);
+        anchor_opts_free(&ao);
         return tally_exit_code(rc);
     }
     if (rec.cut_bytes)
@@ -1296,22 +1973,63 @@ int main(int argc, char **argv)
                  PRIu64 " segment=%s", d->dir, rec.cut_bytes,
                  rec.cut_first_seq, rec.segment);
     tally_id(d->t, d->jid);
-    {
-        int dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d->anc.target) {
+        /* the startup verdict, judged under the writer lock before anything
+         * is appended, as 'tally append' judges it; the key authenticates
+         * the CHECKPOINT records read */
+        rc = anchor_check(&tallyd_cmd, &d->anc, d->dir, d->jid, d->key,
+                          &d->fr);
+        if (rc < 0) {
+            LOG_ERROR("refused dir=%s verdict=%s local_seq=%" PRIu64
+                      " anchored_seq=%" PRIu64 " anchored_block=%" PRIu64
+                      " exit=%d", d->dir, rc == TALLY_EROLLBACK ||
+                      rc == TALLY_EFORK || rc == TALLY_EDELETED ||
+                      rc == TALLY_ESTALE ? tally_verdict_name(d->fr.verdict)
+                                         : "unknown",
+                      d->fr.local_seq, d->fr.anchored_seq,
+                      d->fr.anchored_block, tally_exit_code(rc));
+            (void)tally_close(d->t);
+            cli_key_free(d->key);
+            anchor_close(&d->anc);
+            anchor_opts_free(&ao);
+            return tally_exit_code(rc);
+        }
+        LOG_INFO("fresh dir=%s local_seq=%" PRIu64 " anchored_seq=%" PRIu64
+                 " anchored_block=%" PRIu64 " unanchored_tail=%" PRIu64,
+                 d->dir, d->fr.local_seq, d->fr.anchored_seq,
+                 d->fr.anchored_block, d->fr.unanchored_tail);
+    }
+    d->dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d->dirfd >= 0) {
         ti_meta m;
         char err[256];
 
-        if (dirfd >= 0 && ti_meta_read(dirfd, NULL, &m, err, sizeof err) == 0) {
+        if (ti_meta_read(d->dirfd, NULL, &m, err, sizeof err) == 0) {
             d->cipher = m.cipher;
             ti_meta_free(&m);
         }
-        if (dirfd >= 0)
-            close(dirfd);
     }
     rc = tally_head(d->t, &h);
-    if (rc < 0) {
-        LOG_ERROR("start-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
+    if (rc < 0 || d->dirfd < 0) {
+        LOG_ERROR("start-failed err=%d msg=\"%s\"", rc,
+                  rc < 0 ? tally_strerror(rc) : "cannot open the directory");
         return 1;
+    }
+    d->start_head = h.seq;
+    if (window > 0) {
+        uint32_t loaded = 0;
+        char err[256];
+
+        rc = rq_open(&d->rq, d->dirfd, (uint32_t)window, h.seq, &loaded, err,
+                     sizeof err);
+        if (rc < 0) {
+            LOG_ERROR("start-failed dir=%s err=%d msg=\"request log: %s\"",
+                      d->dir, rc, err);
+            return 1;
+        }
+        if (err[0])
+            LOG_WARN("request-log dir=%s msg=\"%s\"", d->dir, err);
+        LOG_INFO("request-window size=%" PRIu64 " loaded=%u", window, loaded);
     }
 
     d->rep = make_socket(d, AF_SP_RAW, NN_REP, d->append_url, "append");
@@ -1326,7 +2044,7 @@ int main(int argc, char **argv)
         if (d->pull >= 0)
             nn_close(d->pull);
         tally_close(d->t);
-        sodium_free(d->key);
+        cli_key_free(d->key);
         return 1;
     }
 
@@ -1373,8 +2091,27 @@ int main(int argc, char **argv)
         }
     }
     if (pthread_create(&pb, NULL, publisher_main, &pubst) ||
-        pthread_create(&rg, NULL, ranger_main, &rgst) ||
-        pthread_create(&rx, NULL, receiver_main, d)) {
+        pthread_create(&rg, NULL, ranger_main, &rgst)) {
+        LOG_ERROR("start-failed msg=\"cannot start threads\"");
+        return 1;
+    }
+    if (d->anc.target) {
+        /* on our writer handle, beside the committers: its CHECKPOINT
+         * records are published like any record */
+        tally_checkpointer_options copt;
+
+        anchor_checkpointer_options(d->every_ms, &copt);
+        rc = tally_checkpointer_start(&d->cp, d->t, d->dir, d->anc.target,
+                                      &copt);
+        if (rc < 0) {
+            LOG_ERROR("start-failed err=%d msg=\"cannot start the "
+                      "checkpointer: %s\"", rc, tally_strerror(rc));
+            return 1;
+        }
+        LOG_INFO("checkpointer every_s=%" PRIu64 " backend=%s", every,
+                 d->anc.eth ? "ethereum" : "file");
+    }
+    if (pthread_create(&rx, NULL, receiver_main, d)) {
         LOG_ERROR("start-failed msg=\"cannot start threads\"");
         return 1;
     }
@@ -1384,8 +2121,15 @@ int main(int argc, char **argv)
              (int)d->sync);
 
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
+        struct timespec wait = { 0, REPORT_MS * 1000000L };
+
+        sig = sigtimedwait(&sigs, NULL, &wait);
+        if (sig < 0) {
+            /* no signal: time to look at the checkpointer */
+            if (d->cp)
+                report_checkpointer(d, &seen);
             continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_INFO("stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
             break;
@@ -1408,6 +2152,20 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&d->mu);
     for (unsigned i = 0; i < COMMITTERS; i++)
         pthread_join(cm[i], NULL);
+    if (d->cp) {
+        /* no new round; the one in flight finishes (RPC timeouts bound it)
+         * and its CHECKPOINT record is synced and published below */
+        tally_checkpointer *cp = d->cp;
+
+        report_checkpointer(d, &seen);
+        d->cp = NULL; /* the receiver is gone: no status reply reads it */
+        rc = tally_checkpointer_stop(cp);
+        /* what a round in flight added is in the journal as a CHECKPOINT
+         * record; the figures here are those of the last round seen */
+        LOG_INFO("checkpointer-stopped rounds=%" PRIu64 " anchors=%" PRIu64
+                 " failing=%s", seen.rounds, seen.anchors,
+                 rc < 0 ? "yes" : "no");
+    }
     rc = tally_sync(d->t, 0);
     if (rc < 0) {
         LOG_ERROR("sync-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
@@ -1445,7 +2203,11 @@ int main(int argc, char **argv)
     LOG_INFO("stopped head=%" PRIu64 " published=%" PRIu64 " appended=%"
              PRIu64 " status=%d", h.seq, d->published_seq, d->appended,
              status);
-    sodium_free(d->key);
+    rq_close(d->rq);
+    close(d->dirfd);
+    anchor_close(&d->anc);
+    anchor_opts_free(&ao);
+    cli_key_free(d->key);
     free(d->last_of_type);
     pthread_mutex_destroy(&d->mu);
     free(d);

@@ -149,18 +149,33 @@ int wire_parse_request(const void *msg, size_t len, wire_request *ret,
     wire_request r;
     int rc;
 
+    uint16_t flags;
+
     memset(&r, 0, sizeof r);
     if (len > WIRE_MAX_REQUEST)
         FAIL(TALLY_ETOOBIG, "request over the size limit");
     if (len < WIRE_REQ_HEADER)
         FAIL(-EPROTO, "truncated request header");
-    if (p[0] != WIRE_VERSION)
+    if (p[0] < WIRE_VERSION_MIN || p[0] > WIRE_VERSION)
         FAIL(TALLY_EFORMAT, "unsupported wire version");
-    if (wire_get16(p + 2) != 0)
+    r.version = p[0];
+    flags = wire_get16(p + 2);
+    /* version 1 has no flags; version 2 knows one */
+    if (flags & ~(r.version >= 2 ? WIRE_REQ_ID : 0u))
         FAIL(TALLY_EFORMAT, "unknown request flags");
     r.op = p[1];
     p += WIRE_REQ_HEADER;
     len -= WIRE_REQ_HEADER;
+    if (flags & WIRE_REQ_ID) {
+        if (r.op != WIRE_OP_APPEND)
+            FAIL(-EPROTO, "a request id on a request other than APPEND");
+        if (len < WIRE_REQ_ID_BYTES)
+            FAIL(-EPROTO, "truncated request id");
+        r.has_id = 1;
+        memcpy(r.id, p, WIRE_REQ_ID_BYTES);
+        p += WIRE_REQ_ID_BYTES;
+        len -= WIRE_REQ_ID_BYTES;
+    }
     switch (r.op) {
     case WIRE_OP_APPEND:
         rc = parse_append(p, len, &r, ret_why);
@@ -225,20 +240,26 @@ void wire_append_records(const wire_request *req, tally_record_in *recs)
     }
 }
 
-static void req_header(wire_buf *b, uint8_t op)
+static void req_header(wire_buf *b, uint8_t op, uint16_t flags)
 {
     uint8_t *p = wire_buf_add(b, WIRE_REQ_HEADER);
 
     if (p) {
         p[0] = WIRE_VERSION;
         p[1] = op;
-        wire_put16(p + 2, 0);
+        wire_put16(p + 2, flags);
     }
 }
 
 int wire_encode_append(wire_buf *b, const tally_record_in *recs, size_t n)
 {
-    size_t i, total = WIRE_REQ_HEADER + 4;
+    return wire_encode_append_id(b, NULL, recs, n);
+}
+
+int wire_encode_append_id(wire_buf *b, const uint8_t *id,
+                          const tally_record_in *recs, size_t n)
+{
+    size_t i, total = WIRE_REQ_HEADER + 4 + (id ? WIRE_REQ_ID_BYTES : 0);
 
     if (n == 0)
         return -EINVAL;
@@ -254,7 +275,9 @@ int wire_encode_append(wire_buf *b, const tally_record_in *recs, size_t n)
         if (total > WIRE_MAX_REQUEST)
             return TALLY_ETOOBIG;
     }
-    req_header(b, WIRE_OP_APPEND);
+    req_header(b, WIRE_OP_APPEND, id ? WIRE_REQ_ID : 0);
+    if (id)
+        wire_buf_putmem(b, id, WIRE_REQ_ID_BYTES);
     wire_buf_put32(b, (uint32_t)n);
     for (i = 0; i < n; i++) {
         wire_buf_put16(b, recs[i].type);
@@ -268,7 +291,7 @@ int wire_encode_append(wire_buf *b, const tally_record_in *recs, size_t n)
 
 int wire_encode_status(wire_buf *b)
 {
-    req_header(b, WIRE_OP_STATUS);
+    req_header(b, WIRE_OP_STATUS, 0);
     return b->err;
 }
 
@@ -279,7 +302,7 @@ int wire_encode_range(wire_buf *b, uint64_t from, uint64_t to, uint32_t max,
 
     if (from == 0 || to < from || prefix_len > 2)
         return -EINVAL;
-    req_header(b, WIRE_OP_RANGE);
+    req_header(b, WIRE_OP_RANGE, 0);
     p = wire_buf_add(b, WIRE_RANGE_BODY);
     if (p) {
         memset(p, 0, WIRE_RANGE_BODY);
@@ -297,34 +320,46 @@ int wire_encode_epoch(wire_buf *b, uint32_t epoch)
 {
     if (epoch == 0)
         return -EINVAL;
-    req_header(b, WIRE_OP_EPOCH);
+    req_header(b, WIRE_OP_EPOCH, 0);
     wire_buf_put32(b, epoch);
     return b->err;
 }
 
 /* ---- replies ------------------------------------------------------------- */
 
-void wire_reply_header(wire_buf *b, uint8_t op, int32_t status)
+void wire_reply_header_v(wire_buf *b, uint8_t version, uint8_t op,
+                         int32_t status, uint16_t flags)
 {
     uint8_t *p = wire_buf_add(b, WIRE_REPLY_HEADER);
 
     if (p) {
-        p[0] = WIRE_VERSION;
+        p[0] = version;
         p[1] = (uint8_t)(op | WIRE_REPLY);
-        wire_put16(p + 2, 0);
+        wire_put16(p + 2, version >= 2 ? flags : 0);
         wire_put32(p + 4, (uint32_t)status);
     }
 }
 
-void wire_reply_error(wire_buf *b, uint8_t op, int32_t status, const char *msg)
+void wire_reply_header(wire_buf *b, uint8_t op, int32_t status)
+{
+    wire_reply_header_v(b, WIRE_VERSION, op, status, 0);
+}
+
+void wire_reply_error_v(wire_buf *b, uint8_t version, uint8_t op,
+                        int32_t status, const char *msg)
 {
     size_t n = msg ? strlen(msg) : 0;
 
     if (n > WIRE_MAX_ERRMSG)
         n = WIRE_MAX_ERRMSG;
-    wire_reply_header(b, op, status);
+    wire_reply_header_v(b, version, op, status, 0);
     wire_buf_put16(b, (uint16_t)n);
     wire_buf_putmem(b, msg, n);
+}
+
+void wire_reply_error(wire_buf *b, uint8_t op, int32_t status, const char *msg)
+{
+    wire_reply_error_v(b, WIRE_VERSION, op, status, msg);
 }
 
 int wire_parse_reply(const void *msg, size_t len, wire_reply *ret,
@@ -336,16 +371,21 @@ int wire_parse_reply(const void *msg, size_t len, wire_reply *ret,
     memset(&r, 0, sizeof r);
     if (len < WIRE_REPLY_HEADER)
         FAIL(-EPROTO, "truncated reply header");
-    if (p[0] != WIRE_VERSION)
+    if (p[0] < WIRE_VERSION_MIN || p[0] > WIRE_VERSION)
         FAIL(TALLY_EFORMAT, "unsupported wire version in reply");
     if (!(p[1] & WIRE_REPLY))
         FAIL(-EPROTO, "reply op without the reply bit");
-    if (wire_get16(p + 2) != 0)
+    r.version = p[0];
+    r.flags = wire_get16(p + 2);
+    if (r.flags & ~(r.version >= 2 ? WIRE_REPLY_DUPLICATE : 0u))
         FAIL(TALLY_EFORMAT, "unknown reply flags");
     r.op = (uint8_t)(p[1] & ~WIRE_REPLY);
     r.status = (int32_t)wire_get32(p + 4);
     if (r.status > 0)
         FAIL(-EPROTO, "positive reply status");
+    if ((r.flags & WIRE_REPLY_DUPLICATE) &&
+        (r.op != WIRE_OP_APPEND || r.status != 0))
+        FAIL(-EPROTO, "duplicate flag on a reply other than an APPEND ack");
     r.body = p + WIRE_REPLY_HEADER;
     r.body_len = len - WIRE_REPLY_HEADER;
     if (r.status < 0) {
@@ -403,10 +443,19 @@ static void put_str(wire_buf *b, const char *s)
 }
 
 #define STATUS_FIXED (8u + 32u + 6u * 8u + 32u + 4u) /* 124 */
+/* version 2: the anchoring, after the URLs (FORMAT.md §10.3) */
+#define STATUS_ANCHOR_FIXED 136u
 
 void wire_encode_status_body(wire_buf *b, const wire_status *s)
 {
+    wire_encode_status_body_v(b, WIRE_VERSION, s);
+}
+
+void wire_encode_status_body_v(wire_buf *b, uint8_t version,
+                               const wire_status *s)
+{
     uint8_t *p;
+    size_t n;
 
     wire_buf_put64(b, s->head_seq);
     wire_buf_putmem(b, s->head_link, TALLY_HASH_BYTES);
@@ -426,6 +475,30 @@ void wire_encode_status_body(wire_buf *b, const wire_status *s)
     }
     put_str(b, s->publish_url);
     put_str(b, s->pull_url);
+    if (version < 2)
+        return;
+    p = wire_buf_add(b, STATUS_ANCHOR_FIXED);
+    if (p) {
+        p[0] = s->anchoring;
+        p[1] = s->backend;
+        wire_put16(p + 2, 0);
+        wire_put32(p + 4, (uint32_t)s->last_error);
+        wire_put64(p + 8, s->anchor_block);
+        memcpy(p + 16, s->anchor_head, 32);
+        memcpy(p + 48, s->anchor_tx, 32);
+        wire_put64(p + 80, s->anchored_at_ns);
+        wire_put64(p + 88, s->lag_records);
+        wire_put64(p + 96, s->lag_ms);
+        wire_put64(p + 104, s->rounds);
+        wire_put64(p + 112, s->anchors);
+        wire_put64(p + 120, s->failures);
+        wire_put64(p + 128, s->consecutive_failures);
+    }
+    n = strnlen(s->last_errmsg, sizeof s->last_errmsg);
+    if (n > WIRE_MAX_ERRMSG)
+        n = WIRE_MAX_ERRMSG;
+    wire_buf_put16(b, (uint16_t)n);
+    wire_buf_putmem(b, s->last_errmsg, n);
 }
 
 static int get_str(const uint8_t **p, size_t *left, char *out)
@@ -477,6 +550,39 @@ int wire_parse_status(const wire_reply *r, wire_status *ret,
     if (get_str(&p, &left, s.publish_url) < 0 ||
         get_str(&p, &left, s.pull_url) < 0)
         FAIL(-EPROTO, "status reply: bad URL field");
+    if (r->version >= 2) {
+        uint16_t n;
+
+        if (left < STATUS_ANCHOR_FIXED + 2u)
+            FAIL(-EPROTO, "status reply: truncated anchoring fields");
+        s.has_anchoring = 1;
+        s.anchoring = p[0];
+        s.backend = p[1];
+        if (s.anchoring > WIRE_ANCHORING_RUNNING || s.backend > 2 ||
+            wire_get16(p + 2) != 0)
+            FAIL(-EPROTO, "status reply: bad anchoring state");
+        s.last_error = (int32_t)wire_get32(p + 4);
+        if (s.last_error > 0)
+            FAIL(-EPROTO, "status reply: positive error code");
+        s.anchor_block = wire_get64(p + 8);
+        memcpy(s.anchor_head, p + 16, 32);
+        memcpy(s.anchor_tx, p + 48, 32);
+        s.anchored_at_ns = wire_get64(p + 80);
+        s.lag_records = wire_get64(p + 88);
+        s.lag_ms = wire_get64(p + 96);
+        s.rounds = wire_get64(p + 104);
+        s.anchors = wire_get64(p + 112);
+        s.failures = wire_get64(p + 120);
+        s.consecutive_failures = wire_get64(p + 128);
+        n = wire_get16(p + STATUS_ANCHOR_FIXED);
+        p += STATUS_ANCHOR_FIXED + 2u;
+        left -= STATUS_ANCHOR_FIXED + 2u;
+        if (n > WIRE_MAX_ERRMSG || left != n)
+            FAIL(-EPROTO, "status reply: bad error message length");
+        memcpy(s.last_errmsg, p, n);
+        s.last_errmsg[n] = '\0';
+        left = 0;
+    }
     if (left != 0)
         FAIL(-EPROTO, "status reply: trailing bytes");
     *ret = s;
@@ -537,7 +643,7 @@ void wire_pub_header(wire_buf *b, uint16_t type, uint8_t form, uint64_t seq,
     if (!p)
         return;
     wire_put16(p, type);
-    p[2] = WIRE_VERSION;
+    p[2] = WIRE_PUB_VERSION;
     p[3] = form;
     wire_put64(p + 4, seq);
     wire_put64(p + 12, ts_ns);
@@ -559,7 +665,7 @@ int wire_parse_pub(const void *msg, size_t len, wire_pub *ret,
     memset(&u, 0, sizeof u);
     if (len < WIRE_PUB_HEADER)
         FAIL(-EPROTO, "publication: truncated header");
-    if (p[2] != WIRE_VERSION)
+    if (p[2] != WIRE_PUB_VERSION)
         FAIL(TALLY_EFORMAT, "publication: unsupported wire version");
     u.type = wire_get16(p);
     u.form = p[3];

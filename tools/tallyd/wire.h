@@ -1,5 +1,5 @@
 /*
- * wire.h — the tallyd wire protocol, version 1 (docs/FORMAT.md §10):
+ * wire.h — the tallyd wire protocol, version 2 (docs/FORMAT.md §10):
  * encoding and checked parsing of requests, replies and publications.
  * Shared by the daemon, the client library and the fuzz harness; not
  * installed. Every parser checks each length against the bytes it was given
@@ -13,7 +13,20 @@
 
 #include "tally.h"
 
-#define WIRE_VERSION 1u
+/* Requests and replies: clients send version 2; the daemon also takes
+ * version 1 and answers each request in its own version (§10.2). */
+#define WIRE_VERSION     2u
+#define WIRE_VERSION_MIN 1u
+/* Publications are unchanged since version 1 and still carry 1. */
+#define WIRE_PUB_VERSION 1u
+
+/* Request flags (version 2): a 16-byte request id follows the header
+ * (APPEND only), so that a resent request is committed once (§10.2). */
+#define WIRE_REQ_ID       0x0001u
+#define WIRE_REQ_ID_BYTES 16u
+/* Reply flags (version 2): the APPEND was committed before, under the same
+ * request id; the seqs are those of that commit (§10.3). */
+#define WIRE_REPLY_DUPLICATE 0x0001u
 
 /* Requests (§10.2). A reply carries op | WIRE_REPLY. */
 #define WIRE_OP_APPEND 1u
@@ -109,7 +122,10 @@ void wire_buf_free(wire_buf *b);
 int wire_type_allowed(uint16_t type);
 
 typedef struct wire_request {
+    uint8_t version; /* 1 or 2: the reply is sent in the same */
     uint8_t op;
+    int has_id;      /* APPEND, version 2: id holds the request id */
+    uint8_t id[WIRE_REQ_ID_BYTES];
     /* APPEND: count records in [records, records + records_len), checked */
     uint32_t count;
     const uint8_t *records;
@@ -137,6 +153,9 @@ void wire_append_records(const wire_request *req, tally_record_in *recs);
 
 /* Encoders (client side). Returns 0 or -ENOMEM / TALLY_ETOOBIG / -EINVAL. */
 int wire_encode_append(wire_buf *b, const tally_record_in *recs, size_t n);
+/* The same with a request id (id may be NULL: none). */
+int wire_encode_append_id(wire_buf *b, const uint8_t *id,
+                          const tally_record_in *recs, size_t n);
 int wire_encode_status(wire_buf *b);
 int wire_encode_range(wire_buf *b, uint64_t from, uint64_t to, uint32_t max,
                       const uint8_t *prefix, uint8_t prefix_len);
@@ -144,12 +163,20 @@ int wire_encode_epoch(wire_buf *b, uint32_t epoch);
 
 /* ---- replies (§10.3) ----------------------------------------------------- */
 
+/* A reply header in the current version, flags 0. */
 void wire_reply_header(wire_buf *b, uint8_t op, int32_t status);
+/* ... in version (1 or 2; version 1 has no flags). */
+void wire_reply_header_v(wire_buf *b, uint8_t version, uint8_t op,
+                         int32_t status, uint16_t flags);
 /* A whole error reply: header and message (truncated to WIRE_MAX_ERRMSG). */
 void wire_reply_error(wire_buf *b, uint8_t op, int32_t status,
                       const char *msg);
+void wire_reply_error_v(wire_buf *b, uint8_t version, uint8_t op,
+                        int32_t status, const char *msg);
 
 typedef struct wire_reply {
+    uint8_t version;
+    uint16_t flags; /* WIRE_REPLY_DUPLICATE (version 2) */
     uint8_t op; /* without WIRE_REPLY */
     int32_t status;
     const uint8_t *body;
@@ -188,8 +215,27 @@ typedef struct wire_status {
     uint8_t form;            /* what the publish socket carries */
     char publish_url[WIRE_MAX_URL + 1];
     char pull_url[WIRE_MAX_URL + 1];
+    /* version 2: the anchoring (§10.3); zero in a version 1 reply */
+    int has_anchoring;       /* the reply carried these fields */
+    uint8_t anchoring;       /* WIRE_ANCHORING_* */
+    uint8_t backend;         /* 0 none, TALLY_BACKEND_ETH, _FILE */
+    int32_t last_error;      /* of a failure streak running now, or 0 */
+    uint64_t anchor_block;   /* block of the last anchor (0: unknown) */
+    uint8_t anchor_head[TALLY_HASH_BYTES]; /* its link at anchor_seq */
+    uint8_t anchor_tx[32];   /* its transaction (zero: unknown) */
+    uint64_t anchored_at_ns; /* wall clock of its confirmation (0: unknown) */
+    uint64_t lag_records;    /* records not covered by a confirmed anchor */
+    uint64_t lag_ms;         /* how long they have waited */
+    uint64_t rounds, anchors, failures, consecutive_failures;
+    char last_errmsg[WIRE_MAX_ERRMSG + 1];
 } wire_status;
+#define WIRE_ANCHORING_NONE    0u /* no anchor options */
+#define WIRE_ANCHORING_RUNNING 1u /* the checkpointer runs in the daemon */
+/* The body in the current version. */
 void wire_encode_status_body(wire_buf *b, const wire_status *s);
+/* ... in version (1: without the anchoring fields). */
+void wire_encode_status_body_v(wire_buf *b, uint8_t version,
+                               const wire_status *s);
 int wire_parse_status(const wire_reply *r, wire_status *ret,
                       const char **ret_why);
 

@@ -15,6 +15,10 @@
  *                    and published
  *   e2e stored       tcp:// publishes records as stored; a follower with the
  *                    key decrypts them, one without checks the chain
+ *   e2e ids          request ids: a repeat is answered from the window, and
+ *                    after a restart from the request log and the journal;
+ *                    a crash between the write and its 'D' entry (made by
+ *                    hand) is resolved by comparing records; reuse refused
  *
  * N = 2000 by default, 10000 with TALLY_TEST_LONG=1.
  */
@@ -42,6 +46,7 @@
 #include <arpa/inet.h>
 #include <sodium.h>
 
+#include "reqlog.h"
 #include "tally-client.h"
 #include "tally.h"
 #include "wire.h"
@@ -281,7 +286,7 @@ typedef struct producer {
     atomic_int *stop;
     /* results */
     uint8_t *acked;      /* acked[i] = 1 once record i was acknowledged */
-    uint32_t sent_rep, sent_pull, errors;
+    uint32_t sent_rep, sent_pull, errors, dups;
     atomic_uint progress;
 } producer;
 
@@ -324,23 +329,27 @@ static void *producer_main(void *arg)
 
         if (i % 2 == 0) {
             tally_client_ack ack;
+            uint8_t rid[TALLY_CLIENT_ID_BYTES];
             int rc;
 
             payload_of(pr->id, i, pay, sizeof pay);
             r.payload = pay;
             r.payload_len = strlen(pay);
+            /* one request id per record, kept across retries: the daemon
+             * stores it once however often it arrives */
+            randombytes_buf(rid, sizeof rid);
             for (;;) {
-                rc = tally_client_append(c, &r, 1, &ack);
+                rc = tally_client_append_id(c, rid, &r, 1, &ack);
                 if (rc == 0 || !pr->retry ||
                     (pr->stop && atomic_load(pr->stop)))
                     break;
-                /* the daemon is restarting: the same record again (it may
-                 * end up stored twice; only acknowledged ones count) */
+                /* the daemon is restarting: the same request again */
                 msleep(20);
             }
             if (rc == 0) {
                 pr->acked[i] = 1;
                 pr->sent_rep++;
+                pr->dups += ack.duplicate != 0;
             } else {
                 pr->errors++;
                 break;
@@ -753,6 +762,25 @@ static int run_kill9(void)
     CHECK(missing == 0, "%" PRIu64 " acknowledged records missing", missing);
     note("%" PRIu64 " acknowledged, all present; journal %" PRIu64
          " records", acked, ct.records);
+    {
+        /* exactly once: resends after the restart (nanomsg's, and the
+         * producers' retries with the same request id) stored nothing new */
+        uint64_t twice = 0, dups = 0;
+
+        for (unsigned p = 0; p < NPROD; p++) {
+            dups += ps[p].dups;
+            for (uint32_t i = 0; i < e.per_producer; i++)
+                twice += ct.seen[p][i] > 1;
+        }
+        CHECK(twice == 0, "%" PRIu64 " records stored more than once", twice);
+        note("%" PRIu64 " resends answered as duplicates (daemon log: %d "
+             "found in the journal, %d in the window, %d not in the journal "
+             "and appended); no record stored twice", dups,
+             count_in_log(&e, "state=journal"),
+             count_in_log(&e, "state=committed") +
+                 count_in_log(&e, "state=queued"),
+             count_in_log(&e, "state=not-in-journal"));
+    }
     check_subscriber("subscriber across kill -9", &sa, &ct, head);
     contents_free(&ct);
     for (unsigned p = 0; p < NPROD; p++)
@@ -862,8 +890,8 @@ static int run_garbage(void)
         size_t n = 1 + randombytes_uniform(sizeof small);
 
         randombytes_buf(small, n);
-        if (n >= 2 && small[0] == WIRE_VERSION &&
-            small[1] == WIRE_OP_STATUS)
+        if (n >= 2 && small[0] >= WIRE_VERSION_MIN &&
+            small[0] <= WIRE_VERSION && small[1] == WIRE_OP_STATUS)
             small[1] = 0x7f;
         rc = raw_request(e.urls.append_url, small, n, 5000);
         CHECK(rc < 0 && rc != -ETIMEDOUT, "random %zu bytes: %d", n, rc);
@@ -884,11 +912,11 @@ static int run_garbage(void)
         m[b.len] = 0;
         CHECK(raw_request(e.urls.append_url, m, b.len + 1, 5000) == -EPROTO,
               "trailing byte");
-        m[0] = 2;
+        m[0] = WIRE_VERSION + 1;
         CHECK(raw_request(e.urls.append_url, m, b.len, 5000) ==
-              TALLY_EFORMAT, "version 2");
+              TALLY_EFORMAT, "version 3");
         m[0] = 1;
-        m[3] = 1;
+        m[3] = 1; /* version 1 has no flags */
         CHECK(raw_request(e.urls.append_url, m, b.len, 5000) ==
               TALLY_EFORMAT, "flags");
         m[3] = 0;
@@ -1122,13 +1150,146 @@ static int run_stored(void)
     return failures ? 1 : 0;
 }
 
+/* Appends records to the journal directly (the daemon stopped), as the
+ * previous run would have before it crashed. */
+static void append_direct(env *e, const tally_record_in *recs, size_t n)
+{
+    tally_options o;
+    tally *t;
+
+    memset(&o, 0, sizeof o);
+    o.master_key = e->mk;
+    REQUIRE(tally_open(&t, e->dir, &o, NULL) == 0, "open");
+    REQUIRE(tally_append_batch(t, recs, n, NULL) == 0, "append");
+    REQUIRE(tally_close(t) == 0, "close");
+}
+
+/* Appends 'P' entries (intent: records above seq) to the request log. */
+static void log_intent(env *e, const uint8_t id[16], uint32_t count,
+                       uint64_t seq)
+{
+    char path[400];
+    uint8_t ent[RQ_ENTRY_BYTES];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/%s", e->dir, RQ_FILE);
+    fd = open(path, O_WRONLY | O_APPEND);
+    REQUIRE(fd >= 0, "open %s: %s", path, strerror(errno));
+    rq_encode(ent, 'P', id, count, seq, 0);
+    REQUIRE(write(fd, ent, sizeof ent) == (ssize_t)sizeof ent, "write");
+    close(fd);
+}
+
+static int run_ids(void)
+{
+    env e;
+    tally_client *c;
+    tally_client_ack a, b;
+    uint8_t id[7][TALLY_CLIENT_ID_BYTES];
+    tally_record_in one = { .type = 1, .key = "k", .key_len = 1,
+                            .payload = "one", .payload_len = 3 };
+    tally_record_in other = { .type = 1, .key = "k", .key_len = 1,
+                              .payload = "other", .payload_len = 5 };
+    tally_record_in two[2] = { one, other };
+    tally_record_in same = { .type = 2, .payload = "same", .payload_len = 4 };
+    wire_buf m = { 0 };
+    int rc;
+
+    env_init(&e, "ids");
+    for (unsigned i = 0; i < 7; i++)
+        randombytes_buf(id[i], sizeof id[i]);
+    start_daemon(&e, NULL);
+    REQUIRE(wait_ready(e.urls.append_url, 10000) == 0, "daemon not ready");
+    REQUIRE(tally_client_connect(&c, e.urls.append_url, NULL) == 0, "connect");
+
+    /* within one run: the window */
+    rc = tally_client_append_id(c, id[0], &one, 1, &a);
+    CHECK(rc == 0 && !a.duplicate && a.first_seq == 1, "first: %d", rc);
+    rc = tally_client_append_id(c, id[0], &one, 1, &b);
+    CHECK(rc == 0 && b.duplicate && b.first_seq == 1 && b.head_seq == 1,
+          "repeat: rc %d dup %d first %" PRIu64 " head %" PRIu64, rc,
+          b.duplicate, b.first_seq, b.head_seq);
+    rc = tally_client_append_id(c, id[0], &other, 1, &b);
+    CHECK(rc == -EEXIST, "id reused for other records: %d", rc);
+    rc = tally_client_append_id(c, id[1], two, 2, &a);
+    CHECK(rc == 0 && !a.duplicate && a.first_seq == 2 && a.count == 2,
+          "two records: %d first %" PRIu64, rc, a.first_seq);
+    /* a version 1 request: no id, still served */
+    REQUIRE(wire_encode_append(&m, &other, 1) == 0, "encode");
+    m.p[0] = 1;
+    CHECK(raw_request(e.urls.append_url, m.p, m.len, 5000) == 1,
+          "version 1 append");
+    wire_buf_free(&m);
+    CHECK(status_head(&e) == 4, "head %" PRIu64, status_head(&e));
+    tally_client_close(c);
+    CHECK(stop_daemon(&e, SIGTERM, 20000) == 0, "daemon exit status");
+
+    /* a crash by hand: intents logged ('P', records above seq 4), and of
+     * their records only some reached the journal: id 2's record; one
+     * copy of the content that ids 3 and 4 share; nothing of id 5 */
+    log_intent(&e, id[2], 1, 4);
+    log_intent(&e, id[3], 1, 4);
+    log_intent(&e, id[4], 1, 4);
+    log_intent(&e, id[5], 1, 4);
+    {
+        tally_record_in recs[2] = { other, same };
+
+        append_direct(&e, recs, 2); /* seq 5 (id 2), seq 6 (ids 3, 4) */
+    }
+
+    /* the next run answers from the log and the journal */
+    start_daemon(&e, NULL);
+    REQUIRE(wait_ready(e.urls.append_url, 10000) == 0, "restart not ready");
+    REQUIRE(tally_client_connect(&c, e.urls.append_url, NULL) == 0, "connect");
+    rc = tally_client_append_id(c, id[0], &one, 1, &a);
+    CHECK(rc == 0 && a.duplicate && a.first_seq == 1,
+          "after restart, committed ('D'): rc %d dup %d first %" PRIu64, rc,
+          a.duplicate, a.first_seq);
+    rc = tally_client_append_id(c, id[1], two, 2, &a);
+    CHECK(rc == 0 && a.duplicate && a.first_seq == 2, "two records again");
+    rc = tally_client_append_id(c, id[2], &other, 1, &a);
+    CHECK(rc == 0 && a.duplicate && a.first_seq == 5,
+          "intent, record in the journal: rc %d dup %d first %" PRIu64, rc,
+          a.duplicate, a.first_seq);
+    rc = tally_client_append_id(c, id[3], &same, 1, &a);
+    CHECK(rc == 0 && a.duplicate && a.first_seq == 6,
+          "shared content, first id: rc %d dup %d first %" PRIu64, rc,
+          a.duplicate, a.first_seq);
+    rc = tally_client_append_id(c, id[4], &same, 1, &a);
+    CHECK(rc == 0 && !a.duplicate && a.first_seq == 7,
+          "shared content, second id (its copy was never stored): rc %d "
+          "dup %d first %" PRIu64, rc, a.duplicate, a.first_seq);
+    rc = tally_client_append_id(c, id[5], &one, 1, &a);
+    CHECK(rc == 0 && !a.duplicate && a.first_seq == 8,
+          "intent, nothing stored: rc %d dup %d first %" PRIu64, rc,
+          a.duplicate, a.first_seq);
+    rc = tally_client_append_id(c, id[5], &one, 1, &a);
+    CHECK(rc == 0 && a.duplicate && a.first_seq == 8, "and once only");
+    rc = tally_client_append_id(c, id[6], &one, 1, &a);
+    CHECK(rc == 0 && !a.duplicate && a.first_seq == 9, "a new id");
+    CHECK(status_head(&e) == 9, "head %" PRIu64, status_head(&e));
+    tally_client_close(c);
+    CHECK(count_in_log(&e, "state=journal") == 4, "%d found in the journal",
+          count_in_log(&e, "state=journal"));
+    CHECK(count_in_log(&e, "state=not-in-journal") == 2,
+          "%d not in the journal", count_in_log(&e, "state=not-in-journal"));
+    CHECK(count_in_log(&e, "request-window size=65536 loaded=") == 2,
+          "window lines");
+    note("9 records for 11 requests and 8 repeats: repeats answered from "
+         "the window, the log and the journal; none stored twice");
+    CHECK(stop_daemon(&e, SIGTERM, 20000) == 0, "daemon exit status");
+    CHECK(count_in_log(&e, " error ") == 0, "errors in the daemon log");
+    env_done(&e);
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     if (sodium_init() < 0)
         return 1;
     if (argc != 2) {
-        fputs("usage: e2e stress|kill9|garbage|sigterm|stored\n", stderr);
+        fputs("usage: e2e stress|kill9|garbage|sigterm|stored|ids\n", stderr);
         return 2;
     }
     if (strcmp(argv[1], "stress") == 0)
@@ -1141,5 +1302,7 @@ int main(int argc, char **argv)
         return run_sigterm();
     if (strcmp(argv[1], "stored") == 0)
         return run_stored();
+    if (strcmp(argv[1], "ids") == 0)
+        return run_ids();
     return 2;
 }

@@ -62,7 +62,8 @@ static void test_append_roundtrip(void **state)
 /* Every proper prefix of a valid request is refused, never read past. */
 static void test_truncations(void **state)
 {
-    wire_buf m[4] = { { 0 } };
+    wire_buf m[5] = { { 0 } };
+    tally_record_in one = { .type = 2, .payload = "x", .payload_len = 1 };
     const char *why;
     wire_request w;
     size_t k, n;
@@ -73,7 +74,9 @@ static void test_truncations(void **state)
     assert_int_equal(wire_encode_range(&m[2], 5, 9, 0,
                                        (const uint8_t *)"\x00\x07", 2), 0);
     assert_int_equal(wire_encode_epoch(&m[3], 1), 0);
-    for (k = 0; k < 4; k++) {
+    assert_int_equal(wire_encode_append_id(&m[4], (const uint8_t *)
+                                           "0123456789abcdef", &one, 1), 0);
+    for (k = 0; k < 5; k++) {
         assert_int_equal(wire_parse_request(m[k].p, m[k].len, &w, &why), 0);
         for (n = 0; n < m[k].len; n++) {
             /* a copy of exactly n bytes, so ASan sees any overread */
@@ -120,7 +123,9 @@ static void test_byte_flips(void **state)
                                 (const uint8_t *)r[k].payload +
                                         r[k].payload_len <= p + b.len);
                 }
-                assert_int_equal(sum + WIRE_REQ_HEADER, b.len);
+                assert_int_equal(sum + WIRE_REQ_HEADER +
+                                     (w.has_id ? WIRE_REQ_ID_BYTES : 0),
+                                 b.len);
                 free(r);
             }
             free(p);
@@ -170,7 +175,9 @@ static void test_limits(void **state)
     assert_int_equal(wire_parse_request(m, WIRE_MAX_REQUEST + 1, &w, &why),
                      TALLY_ETOOBIG);
     /* version, flags, op */
-    m[0] = 2;
+    m[0] = WIRE_VERSION + 1;
+    assert_int_equal(wire_parse_request(m, 16, &w, &why), TALLY_EFORMAT);
+    m[0] = 0;
     assert_int_equal(wire_parse_request(m, 16, &w, &why), TALLY_EFORMAT);
     m[0] = WIRE_VERSION;
     m[2] = 1;
@@ -349,7 +356,12 @@ static void test_random(void **state)
         if (n > 0 && k % 2)
             p[0] = WIRE_VERSION;
         if (n > 2 && k % 4 == 1)
-            p[2] = WIRE_VERSION;
+            p[2] = WIRE_PUB_VERSION;
+        if (n > 3 && k % 8 == 3) {
+            p[0] = WIRE_VERSION;
+            p[2] = 0;
+            p[3] = 1; /* a request id, or a duplicate ack */
+        }
         (void)wire_parse_request(p, n, &w, &why);
         if (wire_parse_reply(p, n, &r, &why) == 0) {
             wire_ack a;
@@ -369,6 +381,125 @@ static void test_random(void **state)
     }
 }
 
+/* Version 2: request ids, the duplicate flag, the status anchoring fields;
+ * version 1 messages still parse, and get version 1 replies. */
+static void test_version2(void **state)
+{
+    static const uint8_t id[16] = "0123456789abcdef";
+    tally_record_in rec = { .type = 7, .key = "k", .key_len = 1,
+                            .payload = "p", .payload_len = 1 };
+    wire_buf b = { 0 };
+    wire_request w;
+    wire_reply r;
+    wire_ack a = { 10, 1, 12, { 0 }, 12 }, a2;
+    wire_status s, s2;
+    const char *why;
+
+    (void)state;
+    /* an APPEND with an id */
+    assert_int_equal(wire_encode_append_id(&b, id, &rec, 1), 0);
+    assert_int_equal(b.p[0], 2);
+    assert_int_equal(wire_get16(b.p + 2), WIRE_REQ_ID);
+    assert_int_equal(wire_parse_request(b.p, b.len, &w, &why), 0);
+    assert_int_equal(w.version, 2);
+    assert_true(w.has_id);
+    assert_memory_equal(w.id, id, 16);
+    assert_int_equal(w.count, 1);
+    /* the same as version 1 has no flags */
+    b.p[0] = 1;
+    assert_int_equal(wire_parse_request(b.p, b.len, &w, &why), TALLY_EFORMAT);
+    b.len = 0;
+    /* version 1 without an id still parses */
+    assert_int_equal(wire_encode_append(&b, &rec, 1), 0);
+    b.p[0] = 1;
+    assert_int_equal(wire_parse_request(b.p, b.len, &w, &why), 0);
+    assert_int_equal(w.version, 1);
+    assert_false(w.has_id);
+    b.len = 0;
+    /* an id on another op */
+    assert_int_equal(wire_encode_status(&b), 0);
+    wire_put16(b.p + 2, WIRE_REQ_ID);
+    wire_buf_putmem(&b, id, 16);
+    assert_int_equal(wire_parse_request(b.p, b.len, &w, &why), -EPROTO);
+    b.len = 0;
+
+    /* a duplicate ack; the flag on anything else is refused */
+    wire_reply_header_v(&b, 2, WIRE_OP_APPEND, 0, WIRE_REPLY_DUPLICATE);
+    wire_encode_ack(&b, &a);
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), 0);
+    assert_int_equal(r.flags, WIRE_REPLY_DUPLICATE);
+    assert_int_equal(wire_parse_ack(&r, &a2, &why), 0);
+    assert_int_equal(a2.first_seq, 10);
+    b.p[0] = 1; /* version 1 replies have no flags */
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), TALLY_EFORMAT);
+    b.len = 0;
+    wire_reply_header_v(&b, 2, WIRE_OP_STATUS, 0, WIRE_REPLY_DUPLICATE);
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), -EPROTO);
+    b.len = 0;
+    /* version 1 replies are written without flags, whatever is asked */
+    wire_reply_header_v(&b, 1, WIRE_OP_APPEND, 0, WIRE_REPLY_DUPLICATE);
+    assert_int_equal(b.p[0], 1);
+    assert_int_equal(wire_get16(b.p + 2), 0);
+    b.len = 0;
+
+    /* status: version 2 carries the anchoring, version 1 does not */
+    memset(&s, 0, sizeof s);
+    s.head_seq = 9;
+    s.anchor_seq = 5;
+    s.anchor_age_ms = 1500;
+    s.anchoring = WIRE_ANCHORING_RUNNING;
+    s.backend = 1;
+    s.anchor_block = 77;
+    memset(s.anchor_head, 0xCD, 32);
+    memset(s.anchor_tx, 0xEF, 32);
+    s.lag_records = 4;
+    s.lag_ms = 2500;
+    s.rounds = 3;
+    s.anchors = 2;
+    s.failures = 1;
+    s.last_error = -ECONNREFUSED;
+    s.consecutive_failures = 1;
+    strcpy(s.last_errmsg, "node down");
+    strcpy(s.publish_url, "ipc:///p");
+    strcpy(s.pull_url, "ipc:///q");
+    wire_reply_header_v(&b, 2, WIRE_OP_STATUS, 0, 0);
+    wire_encode_status_body_v(&b, 2, &s);
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), 0);
+    assert_int_equal(wire_parse_status(&r, &s2, &why), 0);
+    assert_true(s2.has_anchoring);
+    assert_int_equal(s2.anchor_seq, 5);
+    assert_int_equal(s2.anchor_block, 77);
+    assert_memory_equal(s2.anchor_head, s.anchor_head, 32);
+    assert_memory_equal(s2.anchor_tx, s.anchor_tx, 32);
+    assert_int_equal(s2.lag_records, 4);
+    assert_int_equal(s2.lag_ms, 2500);
+    assert_int_equal(s2.anchors, 2);
+    assert_int_equal(s2.last_error, -ECONNREFUSED);
+    assert_string_equal(s2.last_errmsg, "node down");
+    /* every truncation of it is refused */
+    for (size_t n = 0; n < b.len; n++) {
+        uint8_t *p = malloc(n ? n : 1);
+
+        memcpy(p, b.p, n);
+        if (wire_parse_reply(p, n, &r, &why) == 0)
+            assert_true(wire_parse_status(&r, &s2, &why) < 0);
+        free(p);
+    }
+    /* the version 2 body under a version 1 header: trailing bytes */
+    b.p[0] = 1;
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), 0);
+    assert_int_equal(wire_parse_status(&r, &s2, &why), -EPROTO);
+    b.len = 0;
+    wire_reply_header_v(&b, 1, WIRE_OP_STATUS, 0, 0);
+    wire_encode_status_body_v(&b, 1, &s);
+    assert_int_equal(wire_parse_reply(b.p, b.len, &r, &why), 0);
+    assert_int_equal(wire_parse_status(&r, &s2, &why), 0);
+    assert_false(s2.has_anchoring);
+    assert_int_equal(s2.anchor_seq, 5);
+    assert_int_equal(s2.lag_records, 0);
+    wire_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_replies),
         cmocka_unit_test(test_publications),
+        cmocka_unit_test(test_version2),
         cmocka_unit_test(test_random),
     };
 
