@@ -185,6 +185,10 @@ static void snap_one(void *ctx, const rq_entry *e)
         rq_encode(at, 'P', e->id, e->count, e->seq, e->upto);
         break;
     case RQ_QUEUED:
+        if (e->found) {
+            rq_encode(at, 'D', e->id, e->count, e->seq, 0);
+            break;
+        }
         if (e->logged) {
             rq_encode(at, 'P', e->id, e->count, e->seq, 0);
             break;

@@ -46,6 +46,7 @@ typedef struct rq_entry {
     uint8_t has_hash;            /* this run saw the records */
     uint8_t logged;              /* QUEUED: its intent is in the log */
     uint8_t prev_state;          /* QUEUED: RQ_PREV_* it came from, or 0 */
+    uint8_t found;               /* QUEUED: found in the journal at seq */
     uint32_t count;
     uint64_t seq;
     uint64_t upto;               /* RQ_PREV_PENDING: see above */

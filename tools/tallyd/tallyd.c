@@ -116,6 +116,8 @@ typedef struct tallyd {
     /* exactly-once: recent request ids (NULL: --request-window 0) */
     rq_window *rq;
     uint64_t start_head; /* head at startup: older runs' records end here */
+    pthread_mutex_t resolve_mu; /* one resend checked at a time, so that
+                                   each sees the places others found */
     uint64_t dups;       /* resends answered without a write (under mu) */
 
     /* anchoring (anchor options): the target, the startup verdict and the
@@ -477,6 +479,7 @@ static void queue_append(tallyd *d, req *r, bool is_rep)
             e->state = RQ_QUEUED;
             e->owner = r;
             e->logged = 0;
+            e->found = 0;
             memcpy(e->hash, hash, sizeof hash);
             e->has_hash = 1;
             r->tracked = true;
@@ -657,7 +660,7 @@ static void claim_one(void *ctx, const rq_entry *e)
 
     if (memcmp(e->id, c->self, RQ_ID_BYTES) == 0 || e->count == 0)
         return;
-    if (e->state != RQ_PREV_DONE &&
+    if (e->state != RQ_PREV_DONE && !(e->state == RQ_QUEUED && e->found) &&
         !(e->state == RQ_DONE && e->seq + e->count - 1 <= c->start_head))
         return;
     last = e->seq + e->count - 1;
@@ -806,14 +809,28 @@ static void resolve_resends(tallyd *d, req *batch)
 
         if (!r->prev_state)
             continue;
+        /* committers check one resend at a time, and a place found is
+         * marked before the next looks: two requests with the same records
+         * never both claim one copy */
+        pthread_mutex_lock(&d->resolve_mu);
         rc = find_committed(d, r, &first);
+        if (rc == 1) {
+            rq_entry *e;
+
+            pthread_mutex_lock(&d->mu);
+            e = rq_find(d->rq, r->w.id);
+            if (e && e->owner == r) {
+                e->found = 1;
+                e->seq = first;
+            }
+            d->dups++;
+            pthread_mutex_unlock(&d->mu);
+        }
+        pthread_mutex_unlock(&d->resolve_mu);
         id_hex(r->w.id, hex);
         if (rc == 1) {
             r->dup = true;
             r->dup_first = first;
-            pthread_mutex_lock(&d->mu);
-            d->dups++;
-            pthread_mutex_unlock(&d->mu);
             LOG_INFO("duplicate request=%s first=%" PRIu64 " records=%u "
                      "state=journal", hex, first, r->w.count);
         } else if (rc == 0) {
@@ -900,6 +917,7 @@ static void settle(tallyd *d, req *batch, int rc, uint64_t first)
         if (e && e->owner == r) {
             e->owner = NULL;
             e->logged = 0;
+            e->found = 0;
             if (rc == 0 && !r->fail) {
                 e->state = RQ_DONE;
                 e->seq = at;
@@ -2049,6 +2067,7 @@ int main(int argc, char **argv)
     }
 
     pthread_mutex_init(&d->mu, NULL);
+    pthread_mutex_init(&d->resolve_mu, NULL);
     pthread_cond_init(&d->commit_cv, NULL);
     pthread_cond_init(&d->space_cv, NULL);
     pthread_cond_init(&d->pub_cv, NULL);
