@@ -6,7 +6,10 @@
  * delivery in a live follower).
  *
  *   bench-tallyd TALLYD_BINARY [--records N] [--sync POLICY] [--size BYTES]
+ *                [--request-window N]
  *
+ * --request-window is passed to tallyd (0: no request ids, at least once),
+ * to measure what exactly-once costs.
  * Run it on the disk you care about (TMPDIR). Not a test.
  */
 #include <errno.h>
@@ -156,6 +159,7 @@ static void *sub_main(void *arg)
 int main(int argc, char **argv)
 {
     const char *tallyd, *sync = "batch", *base = getenv("TMPDIR");
+    const char *window = "65536";
     uint64_t records = 20000;
     size_t size = 100;
     unsigned counts[3] = { 1, 8, 64 };
@@ -165,7 +169,7 @@ int main(int argc, char **argv)
 
     if (argc < 2) {
         fputs("usage: bench-tallyd TALLYD [--records N] [--sync POLICY] "
-              "[--size BYTES]\n", stderr);
+              "[--size BYTES] [--request-window N]\n", stderr);
         return 2;
     }
     tallyd = argv[1];
@@ -176,6 +180,8 @@ int main(int argc, char **argv)
             sync = argv[i + 1];
         else if (strcmp(argv[i], "--size") == 0)
             size = strtoul(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--request-window") == 0)
+            window = argv[i + 1];
     }
     if (strcmp(sync, "always") == 0)
         pol = TALLY_SYNC_ALWAYS;
@@ -196,7 +202,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     printf("tallyd over ipc:// vs direct tally_append, sync=%s, %zu-byte "
-           "payloads, %" PRIu64 " records per row\n\n", sync, size, records);
+           "payloads, %" PRIu64 " records per row, request window %s\n\n",
+           sync, size, records, window);
     printf("%-9s | %12s %9s %9s | %12s %9s %9s | %6s | %9s %9s\n",
            "producers", "direct/s", "p50 us", "p99 us", "tallyd/s",
            "p50 us", "p99 us", "ratio", "pub p50", "pub p99");
@@ -234,7 +241,7 @@ int main(int argc, char **argv)
 
             dup2(fd, 2);
             execl(tallyd, tallyd, tdir, "--key-file", key, "--sync", sync,
-                  (char *)NULL);
+                  "--request-window", window, (char *)NULL);
             _exit(127);
         }
         for (int tries = 0; tries < 100; tries++) {
