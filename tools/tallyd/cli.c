@@ -66,8 +66,10 @@ const char tally_client_follow_usage[] =
     "Options:\n"
     "  --connect URL    the daemon's append URL (requests, range)\n"
     "  --publish URL    its publish URL (default: from its status)\n"
-    "  --dir DIR        catch up from the files in DIR; without --connect,\n"
-    "                   the daemon's default URL for DIR\n"
+    "  --dir DIR        catch up from the files in DIR (with a key; without\n"
+    "                   one, from the daemon, which sends plaintext over\n"
+    "                   ipc://); without --connect, the daemon's default\n"
+    "                   URL for DIR\n"
     "  --from SEQ       first seq (default: only new records)\n"
     "  --type T         only records of type T\n"
     "  --key-file FILE  decrypt records published as stored (tcp://), and\n"
@@ -601,7 +603,9 @@ int tally_client_cmd_follow(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     fo.from_seq = from;
-    fo.dir = dir;
+    /* the files give ciphertext to a follower without the key, the daemon
+     * plaintext over ipc:// (and checked frames over tcp://) */
+    fo.dir = key_file ? dir : NULL;
     fo.on_record = print_record;
     fo.ctx = &out;
     fo.until_seq = until;
