@@ -289,7 +289,12 @@ int cp_rpc_call(cp_rpc *r, const char *method, const char *params,
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(jerr, "code");
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(jerr, "message");
         cp_rpc_error tmp = {0};
-        tmp.code = cJSON_IsNumber(code) ? (long)code->valuedouble : 0;
+        /* A node may send any number here: convert only what fits
+         * (a cast of 1e300 to long is undefined behaviour). */
+        tmp.code = 0;
+        if (cJSON_IsNumber(code) && code->valuedouble >= -2147483648.0 &&
+            code->valuedouble <= 2147483647.0)
+            tmp.code = (long)code->valuedouble;
         snprintf(tmp.message, sizeof tmp.message, "%s",
                  cJSON_IsString(m) ? m->valuestring : "(no message)");
         find_revert_data(cJSON_GetObjectItemCaseSensitive(jerr, "data"), &tmp);

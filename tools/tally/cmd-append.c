@@ -688,7 +688,8 @@ int cmd_append(const struct cli_cmd *self, int argc, char **argv)
                       "another writer holds it (LOCK is taken)");
             return tally_exit_code(rc);
         }
-        return cli_fail(self, "opening journal", a.dir, rc, NULL);
+        /* The recovery message names file, offset and seq. */
+        return cli_fail(self, "opening journal", a.dir, rc, rec.message);
     }
     /* Acknowledgements continue from the head the open found. */
     rc = tally_head(a.t, &head);
