@@ -1782,7 +1782,9 @@ static void report_checkpointer(tallyd *d, reported *seen)
     seen->failing = false;
 }
 
-int main(int argc, char **argv)
+/* Everything main does but the cleanup: returns the exit status, leaving
+ * what it set up in d (main releases it). */
+static int run(tallyd *d, struct anchor_opts *aop, int argc, char **argv)
 {
     enum { OPT_KEY = 256, OPT_APPEND, OPT_PULL, OPT_PUBLISH, OPT_PLAIN, OPT_SYNC,
            OPT_INTERVAL, OPT_CREATE, OPT_VERBOSE, OPT_HELP, OPT_FLUSH_MS,
@@ -1806,9 +1808,7 @@ int main(int argc, char **argv)
         ANCHOR_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
-    tallyd *d;
     const char *key_file = NULL;
-    struct anchor_opts ao;
     uint64_t every = 0, window = REQUEST_WINDOW;
     reported seen = { 0, 0, 0, false };
     const char *append_url = NULL, *pull_url = NULL, *publish_url = NULL;
@@ -1824,17 +1824,6 @@ int main(int argc, char **argv)
     ranger rgst;
     int c, rc, sig, status = 0;
 
-    if (sodium_init() < 0) {
-        LOG_ERROR("start-failed msg=\"libsodium did not initialise\"");
-        return 1;
-    }
-    d = calloc(1, sizeof *d);
-    if (!d)
-        return 1;
-    d->sync = TALLY_SYNC_BATCH;
-    d->rep = d->pull = d->pub = -1;
-    d->dirfd = -1;
-    anchor_opts_init(&ao);
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
@@ -1893,7 +1882,7 @@ int main(int argc, char **argv)
         case OPT_VERBOSE: d->verbose = true; break;
         case OPT_HELP: print_usage(stdout); return 0;
         default:
-            rc = anchor_opt(&tallyd_cmd, &ao, c, optarg);
+            rc = anchor_opt(&tallyd_cmd, aop, c, optarg);
             if (rc == ANCHOR_OPT_NONE)
                 return cli_usage_error(&tallyd_cmd, NULL);
             if (rc != EXIT_OK)
@@ -1909,21 +1898,19 @@ int main(int argc, char **argv)
                                "FILE or --key-source SPEC (or "
                                "TALLY_KEY_SOURCE, TALLY_KEY_FILE)");
     /* the anchor options, checked and opened as every tally command does */
-    rc = anchor_opts_finish(&tallyd_cmd, &ao,
+    rc = anchor_opts_finish(&tallyd_cmd, aop,
                             ANCHOR_NEED_CONTRACT | ANCHOR_NEED_SENDER);
-    if (rc == EXIT_OK && every && !anchor_opts_configured(&ao))
+    if (rc == EXIT_OK && every && !anchor_opts_configured(aop))
         rc = cli_usage_error(&tallyd_cmd, "--checkpoint-every needs an anchor "
                              "target: --rpc URL (or TALLY_RPC_URL) or "
                              "--anchor-file PATH");
-    if (rc == EXIT_OK && anchor_opts_configured(&ao)) {
-        rc = anchor_open(&tallyd_cmd, &ao, 0, &d->anc);
+    if (rc == EXIT_OK && anchor_opts_configured(aop)) {
+        rc = anchor_open(&tallyd_cmd, aop, 0, &d->anc);
         if (!every)
             every = CHECKPOINT_EVERY;
     }
-    if (rc != EXIT_OK) {
-        anchor_opts_free(&ao);
+    if (rc != EXIT_OK)
         return rc;
-    }
     d->every_ms = (uint32_t)(every * 1000);
     d->dir = argv[optind];
     {
@@ -1957,8 +1944,6 @@ int main(int argc, char **argv)
         /* the path or source spec is fine to log; the key never is */
         LOG_ERROR("start-failed key=%s exit=%d msg=\"key not loaded\"",
                   key_file, rc);
-        anchor_close(&d->anc);
-        anchor_opts_free(&ao);
         return rc;
     }
     sodium_mprotect_readonly(d->key);
@@ -1980,10 +1965,7 @@ int main(int argc, char **argv)
     }
     if (rc < 0) {
         LOG_ERROR("start-failed dir=%s err=%d msg=\"%s\"", d->dir, rc,
-                  tally_strerror(rc));
-        cli_key_free(d->key);
-        anchor_close(&d->anc);
-        anchor_opts_free(&ao);
+                  rec.message[0] ? rec.message : tally_strerror(rc));
         return tally_exit_code(rc);
     }
     if (rec.cut_bytes)
@@ -2006,10 +1988,6 @@ int main(int argc, char **argv)
                                          : "unknown",
                       d->fr.local_seq, d->fr.anchored_seq,
                       d->fr.anchored_block, tally_exit_code(rc));
-            (void)tally_close(d->t);
-            cli_key_free(d->key);
-            anchor_close(&d->anc);
-            anchor_opts_free(&ao);
             return tally_exit_code(rc);
         }
         LOG_INFO("fresh dir=%s local_seq=%" PRIu64 " anchored_seq=%" PRIu64
@@ -2061,8 +2039,6 @@ int main(int argc, char **argv)
             nn_close(d->rep);
         if (d->pull >= 0)
             nn_close(d->pull);
-        tally_close(d->t);
-        cli_key_free(d->key);
         return 1;
     }
 
@@ -2101,19 +2077,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    for (unsigned i = 0; i < COMMITTERS; i++) {
-        cms[i].d = d;
-        cms[i].idx = i;
-        if (pthread_create(&cm[i], NULL, committer_main, &cms[i])) {
-            LOG_ERROR("start-failed msg=\"cannot start threads\"");
-            return 1;
-        }
-    }
-    if (pthread_create(&pb, NULL, publisher_main, &pubst) ||
-        pthread_create(&rg, NULL, ranger_main, &rgst)) {
-        LOG_ERROR("start-failed msg=\"cannot start threads\"");
-        return 1;
-    }
     if (d->anc.target) {
         /* on our writer handle, beside the committers: its CHECKPOINT
          * records are published like any record */
@@ -2130,9 +2093,22 @@ int main(int argc, char **argv)
         LOG_INFO("checkpointer every_s=%" PRIu64 " backend=%s", every,
                  d->anc.eth ? "ethereum" : "file");
     }
+    for (unsigned i = 0; i < COMMITTERS; i++) {
+        cms[i].d = d;
+        cms[i].idx = i;
+        if (pthread_create(&cm[i], NULL, committer_main, &cms[i])) {
+            LOG_ERROR("start-failed msg=\"cannot start threads\"");
+            exit(1); /* threads may run: no cleanup */
+        }
+    }
+    if (pthread_create(&pb, NULL, publisher_main, &pubst) ||
+        pthread_create(&rg, NULL, ranger_main, &rgst)) {
+        LOG_ERROR("start-failed msg=\"cannot start threads\"");
+        exit(1); /* threads may run: no cleanup */
+    }
     if (pthread_create(&rx, NULL, receiver_main, d)) {
         LOG_ERROR("start-failed msg=\"cannot start threads\"");
-        return 1;
+        exit(1); /* threads may run: no cleanup */
     }
     LOG_INFO("ready dir=%s head=%" PRIu64 " append=%s pull=%s publish=%s "
              "form=%s sync=%d", d->dir, h.seq, d->append_url, d->pull_url,
@@ -2215,6 +2191,7 @@ int main(int argc, char **argv)
     wire_buf_free(&pubst.pending);
     rc = tally_head(d->t, &h);
     rc = tally_close(d->t);
+    d->t = NULL;
     if (rc < 0) {
         LOG_ERROR("close-failed err=%d msg=\"%s\"", rc, tally_strerror(rc));
         status = 1;
@@ -2222,13 +2199,39 @@ int main(int argc, char **argv)
     LOG_INFO("stopped head=%" PRIu64 " published=%" PRIu64 " appended=%"
              PRIu64 " status=%d", h.seq, d->published_seq, d->appended,
              status);
+    pthread_mutex_destroy(&d->mu);
+    pthread_mutex_destroy(&d->resolve_mu);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct anchor_opts ao;
+    tallyd *d;
+    int status;
+
+    if (sodium_init() < 0) {
+        LOG_ERROR("start-failed msg=\"libsodium did not initialise\"");
+        return 1;
+    }
+    d = calloc(1, sizeof *d);
+    if (!d)
+        return 1;
+    d->sync = TALLY_SYNC_BATCH;
+    d->rep = d->pull = d->pub = -1;
+    d->dirfd = -1;
+    anchor_opts_init(&ao);
+    status = run(d, &ao, argc, argv);
+    /* what run set up and, returning early, did not release */
+    if (d->t)
+        (void)tally_close(d->t);
     rq_close(d->rq);
-    close(d->dirfd);
+    if (d->dirfd >= 0)
+        close(d->dirfd);
     anchor_close(&d->anc);
     anchor_opts_free(&ao);
     cli_key_free(d->key);
     free(d->last_of_type);
-    pthread_mutex_destroy(&d->mu);
     free(d);
     return status;
 }
