@@ -22,9 +22,12 @@ fi
 # `run.sh compact [ARGS]` runs the compactor's benchmark (bench-compact
 # --help) instead; `run.sh leakage [ARGS]` the cost of padding policies and
 # batched flushes (bench-leakage --help: --quick, --records N, --rounds R,
-# --seconds S, --dir DIR).
+# --seconds S, --dir DIR); `run.sh anchor [ARGS]` anchored appends against a
+# local ganache with a 1-second block time (bench-anchor: --seconds S,
+# --poll-ms MS, --dir DIR).
 bench=bench-journal
 if [ "${1:-}" = compact ]; then bench=bench-compact; shift; fi
 if [ "${1:-}" = leakage ]; then bench=bench-leakage; shift; fi
+if [ "${1:-}" = anchor ]; then bench=bench-anchor; shift; fi
 ninja -C "$build" -j2 "bench/$bench" >/dev/null
 exec "$build/bench/$bench" "$@"
