@@ -121,12 +121,15 @@ struct tf_frame_header {
     uint64_t seq;
     uint64_t ts_ns;
     uint32_t body_len;
-    uint32_t reserved;
+    uint32_t unsynced_depth; /* seq - the highest seq durable at encoding */
 } __attribute__((packed));
 _Static_assert(sizeof(struct tf_frame_header) == 32, "FORMAT.md §4.2");
 _Static_assert(offsetof(struct tf_frame_header, seq) == 8, "§4.2");
 _Static_assert(offsetof(struct tf_frame_header, ts_ns) == 16, "§4.2");
 _Static_assert(offsetof(struct tf_frame_header, body_len) == 24, "§4.2");
+_Static_assert(offsetof(struct tf_frame_header, unsynced_depth) == 28, "§4.2");
+/* §4.2: unsynced_depth saturates here. */
+#define TF_DEPTH_MAX 0xFFFFFFFFu
 #define TF_FRAME_HEADER_BYTES 32u
 #define TF_LINK_BYTES 32u
 #define TF_TAG_BYTES 16u

@@ -175,6 +175,32 @@ int ti_seg_header_parse(const uint8_t in[TF_SEG_HEADER_BYTES], ti_seg_hdr *ret,
     return 0;
 }
 
+int ti_seg_file_check(const ti_meta *m, const ti_seg_hdr *h, const char *name,
+                      const char **why)
+{
+    uint64_t name_no = 0;
+    if (memcmp(h->jid, m->jid, 32) != 0) {
+        *why = "segment belongs to another journal (jid)";
+        return TALLY_EINTEGRITY;
+    }
+    if (h->cipher != m->cipher) {
+        *why = "segment cipher differs from the metadata";
+        return TALLY_EINTEGRITY;
+    }
+    /* §1: a file is named after the first segment it holds, so that name
+     * order is segment order and a reader can tell a leftover of an
+     * interrupted merge (§11.4) by its name. */
+    if (!ti_seg_parse_name(name, &name_no) || h->segment_no != name_no) {
+        *why = "segment number differs from the file name";
+        return TALLY_EINTEGRITY;
+    }
+    if (!ti_meta_epoch(m, h->epoch)) {
+        *why = "segment epoch unknown to the metadata";
+        return TALLY_EINTEGRITY;
+    }
+    return 0;
+}
+
 /* ---- frame header (§4.2) -------------------------------------------------- */
 
 #define FOFF(f) TF_OFF(tf_frame_header, f)
@@ -189,7 +215,7 @@ void ti_frame_header_encode(uint8_t out[TF_FRAME_HEADER_BYTES],
     le64_put(out + FOFF(seq), h->seq);
     le64_put(out + FOFF(ts_ns), h->ts_ns);
     le32_put(out + FOFF(body_len), h->body_len);
-    le32_put(out + FOFF(reserved), 0);
+    le32_put(out + FOFF(unsynced_depth), h->unsynced_depth);
 }
 
 static int header_fields(const uint8_t *in, ti_frame_hdr *h, const char **why)
@@ -204,6 +230,9 @@ static int header_fields(const uint8_t *in, ti_frame_hdr *h, const char **why)
     h->seq = le64_get(in + FOFF(seq));
     h->ts_ns = le64_get(in + FOFF(ts_ns));
     h->body_len = le32_get(in + FOFF(body_len));
+    /* Any value: what the writer knew was durable (§4.2), read only by
+     * the decision between a torn tail and damage (§6). */
+    h->unsynced_depth = le32_get(in + FOFF(unsynced_depth));
     if (h->kind < TF_KIND_SEALED || h->kind > TF_KIND_PRUNED) {
         *why = "bad frame kind";
         return TALLY_EINTEGRITY;
@@ -222,10 +251,6 @@ static int header_fields(const uint8_t *in, ti_frame_hdr *h, const char **why)
                                   : (h->body_len < TF_MIN_BODY ||
                                      h->body_len > TF_MAX_BODY)) {
         *why = "bad frame body_len";
-        return TALLY_EINTEGRITY;
-    }
-    if (le32_get(in + FOFF(reserved)) != 0) {
-        *why = "frame reserved field not zero";
         return TALLY_EINTEGRITY;
     }
     return 0;
@@ -363,6 +388,7 @@ void ti_frame_encode(const ti_aead *a, const uint8_t jid[32], uint8_t *out,
         .seq = in->seq,
         .ts_ns = in->ts_ns,
         .body_len = (uint32_t)(env_len + TF_TAG_BYTES),
+        .unsynced_depth = in->unsynced_depth,
     };
     ti_frame_header_encode(out, &h);
     uint8_t *env = out + TF_FRAME_HEADER_BYTES;

@@ -178,6 +178,14 @@ void ti_seg_header_encode(uint8_t out[TF_SEG_HEADER_BYTES],
 int ti_seg_header_parse(const uint8_t in[TF_SEG_HEADER_BYTES], ti_seg_hdr *ret,
                         const char **why);
 
+/* The rule for the first segment header of a file (FORMAT.md §1, §4.1),
+ * the same for the writer's recovery and for every reader: it belongs to
+ * this journal (jid), has the metadata's cipher and a known epoch, and its
+ * segment number is the number in the file's name. 0, or TALLY_EINTEGRITY
+ * with *why set. */
+int ti_seg_file_check(const ti_meta *m, const ti_seg_hdr *first,
+                      const char *name, const char **why);
+
 /* ---- frames (FORMAT.md §4.2) ---------------------------------------------- */
 
 typedef struct ti_frame_hdr {
@@ -186,6 +194,7 @@ typedef struct ti_frame_hdr {
     uint64_t seq;
     uint64_t ts_ns;
     uint32_t body_len;
+    uint32_t unsynced_depth; /* §4.2: seq - highest seq durable at encoding */
 } ti_frame_hdr;
 
 static inline uint64_t ti_frame_len(const ti_frame_hdr *h)
@@ -193,8 +202,8 @@ static inline uint64_t ti_frame_len(const ti_frame_hdr *h)
     return (uint64_t)TF_FRAME_OVERHEAD + h->body_len;
 }
 
-/* Checks the fields of a frame header (magic, kind, flags, vtype, body_len,
- * reserved) and that its seq is expect_seq. 0 or TALLY_EINTEGRITY. */
+/* Checks the fields of a frame header (magic, kind, flags, vtype, body_len)
+ * and that its seq is expect_seq. 0 or TALLY_EINTEGRITY. */
 int ti_frame_header_parse(const uint8_t in[TF_FRAME_HEADER_BYTES],
                           uint64_t expect_seq, ti_frame_hdr *ret,
                           const char **why);
@@ -236,6 +245,7 @@ typedef struct ti_frame_in {
     uint16_t vtype;
     uint16_t type;
     uint64_t seq, ts_ns;
+    uint32_t unsynced_depth; /* §4.2 */
     const void *key;
     size_t key_len;
     const void *data;
@@ -328,6 +338,21 @@ int ti_walk_next(ti_walk *w);
  * next ti_walk_next checks that header against the chain as usual.
  * 1 positioned, 0 the file does not hold that segment, <0 I/O error. */
 int ti_walk_skip_to_segment(ti_walk *w, uint64_t segment_no);
+
+/* What the end of the last file of a journal is, at the first thing in it
+ * that is not whole (the walker w returned TI_EV_TORN or TI_EV_BAD there):
+ * the one decision of FORMAT.md §6, taken by recovery (which cuts a torn
+ * tail and refuses damage) and by every reader (verify reports a torn tail
+ * as TALLY_ETORN, damage as TALLY_EINTEGRITY), so that they always agree.
+ * Returns a TI_TAIL_* (*why says why, for DAMAGE) or <0 on an I/O error.
+ * Reads the file through w->rf.fd; the walker's buffer is left alone. */
+enum {
+    TI_TAIL_END = 1, /* zero bytes to the end (§4 reserved tail), or a file
+                      * whose creation was cut short: the journal ends */
+    TI_TAIL_TORN,    /* no evidence of a durable record after it: cut */
+    TI_TAIL_DAMAGE,  /* records that were durable follow it: refuse */
+};
+int ti_tail_decide(ti_walk *w, const char **why);
 
 /* ---- the compactor's view of a writer handle (compact/, FORMAT.md §11) ---- */
 

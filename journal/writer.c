@@ -85,6 +85,8 @@ struct tally {
     uint64_t seg_bytes;  /* header + every frame, written or buffered */
     uint64_t file_off;   /* bytes written to segfd (changed by the I/O
                           * thread, under the lock) */
+    uint64_t reserved;   /* size of segfd's file: the space reserved for
+                          * its frames (§4), changed by the I/O thread */
     uint64_t seg_frames;
 
     /* the chain */
@@ -100,6 +102,7 @@ struct tally {
     pthread_t seal_thr;
     int seal_oldfd;
     uint64_t seal_upto, seal_len;
+    bool seal_synced;    /* every frame of the segment is durable already */
     struct newseg seal_ns;
     int poison;          /* first write/sync error, 0 if none */
     ti_buf clear_work;
@@ -198,7 +201,7 @@ static int prepare_segment(tally *t, struct newseg *ns)
  * renamed into place, directory fsynced. Built under a .tmp name so that a
  * reader never sees a segment file without its whole header. */
 static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
-                               const char **what)
+                               uint64_t *ret_reserved, const char **what)
 {
     char tmp[TF_SEG_NAME_LEN + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", ns->name);
@@ -208,25 +211,24 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
     if (fd < 0)
         return -errno;
     *what = "header write";
+    uint64_t pre = 0;
     int rc = w_write(t, fd, ns->hdr, sizeof ns->hdr, 0);
     if (rc == 0) {
         /* Reserve the segment's space up front, file size included, so that
          * an fdatasync after an append has no size change to commit: the
          * file ends in zero bytes until the segment is sealed or closed
-         * (FORMAT.md §4). Where fallocate is not supported the file simply
-         * grows. */
-        uint64_t pre = t->meta.segment_size + (64u << 10);
+         * (FORMAT.md §4), whatever a crash leaves of it, since this size
+         * is synced before the file gets its name. Where fallocate is not
+         * supported the file is extended all the same (sparse). Under
+         * batched flushes (§6.1) the size is a whole number of blocks. */
+        pre = t->meta.segment_size + (64u << 10);
         if (pre > (1ull << 30))
             pre = 1ull << 30;
         if (t->block)
             pre = (pre + t->block - 1) / t->block * t->block;
-        if (fallocate(fd, 0, 0, (off_t)pre) < 0 && t->block) {
+        if (fallocate(fd, 0, 0, (off_t)pre) < 0) {
             *what = "ftruncate";
-            /* Batched flushes (§6.1): the file size is a whole number of
-             * blocks from the start, also where space cannot be reserved
-             * (zero bytes up to the boundary, a reserved tail all the
-             * same). */
-            rc = ftruncate(fd, (off_t)t->block) < 0 ? -errno : 0;
+            rc = ftruncate(fd, (off_t)pre) < 0 ? -errno : 0;
         }
     }
     if (rc == 0) {
@@ -251,7 +253,33 @@ static int create_segment_file(tally *t, const struct newseg *ns, int *ret_fd,
         return rc;
     }
     *ret_fd = fd;
+    *ret_reserved = pre;
     return 0;
+}
+
+/* By whoever does the I/O, before frames that end at `end` are written to
+ * fd, whose file is *reserved bytes: a segment file being written always
+ * ends in reserved zero bytes after its last frame, in every state a crash
+ * can leave (FORMAT.md §4), because recovery takes a file that ends exactly
+ * with a frame for one the writer cut there after syncing every frame in it
+ * (§6). So a write that would reach the end of the reservation (a record or
+ * batch past the segment size's slack) first extends it, and syncs the new
+ * size before any frame lies beyond the old one. */
+static int reserve_for(tally *t, int fd, uint64_t end, uint64_t *reserved)
+{
+    if (end < *reserved)
+        return 0;
+    uint64_t step = end / 8 > (64u << 10) ? end / 8 : (64u << 10);
+    uint64_t want = end + step;
+    if (t->block)
+        want = (want + t->block - 1) / t->block * t->block;
+    if (fallocate(fd, 0, 0, (off_t)want) < 0 &&
+        ftruncate(fd, (off_t)want) < 0)
+        return -errno;
+    int rc = w_sync(t, fd, true);
+    if (rc == 0)
+        *reserved = want;
+    return rc;
 }
 
 /* With t->mu held, at open. */
@@ -261,7 +289,7 @@ static int start_segment(tally *t)
     const char *what;
     int rc = prepare_segment(t, &ns);
     if (rc == 0)
-        rc = create_segment_file(t, &ns, &t->segfd, &what);
+        rc = create_segment_file(t, &ns, &t->segfd, &t->reserved, &what);
     if (rc < 0)
         ti_msg(t->errmsg, sizeof t->errmsg, "%s: cannot start segment: %s",
                t->segname, tally_strerror(rc));
@@ -271,13 +299,18 @@ static int start_segment(tally *t)
 /* Seals a full segment (fdatasync, close) and creates the next one's file.
  * Records reach the next file only after this, so a torn segment is never
  * followed by one that holds records (recovery relies on it, §6). */
-static int seal_io(tally *t, int oldfd, uint64_t len, const struct newseg *ns,
-                   int *ret_fd)
+static int seal_io(tally *t, int oldfd, uint64_t len, bool synced,
+                   const struct newseg *ns, int *ret_fd,
+                   uint64_t *ret_reserved)
 {
     /* A sealed segment file ends with its last frame (FORMAT.md §4): the
-     * reserved zero tail goes before the sync, and before the next file
-     * exists. */
-    int rc = ftruncate(oldfd, (off_t)len) < 0 ? -errno : 0;
+     * reserved zero tail goes before the next file exists. Only once
+     * every frame is durable, though: a file that ends exactly with a
+     * frame tells recovery that all of its frames were synced (§6), and a
+     * cut that reached the disk before them would say so falsely. */
+    int rc = synced ? 0 : w_sync(t, oldfd, true);
+    if (rc == 0)
+        rc = ftruncate(oldfd, (off_t)len) < 0 ? -errno : 0;
     if (rc == 0)
         rc = w_sync(t, oldfd, true);
     close(oldfd);
@@ -287,20 +320,22 @@ static int seal_io(tally *t, int oldfd, uint64_t len, const struct newseg *ns,
         return rc;
     }
     const char *what;
-    rc = create_segment_file(t, ns, ret_fd, &what);
+    rc = create_segment_file(t, ns, ret_fd, ret_reserved, &what);
     if (rc < 0)
         ti_msg(t->errmsg, sizeof t->errmsg, "%s: %s failed: %s", ns->name,
                what, tally_strerror(rc));
     return rc;
 }
 
-static void seal_done(tally *t, int rc, int fd, uint64_t upto)
+static void seal_done(tally *t, int rc, int fd, uint64_t reserved,
+                      uint64_t upto)
 {
     if (rc < 0) {
         if (!t->poison)
             t->poison = rc; /* seal_io wrote the message */
     } else {
         t->segfd = fd;
+        t->reserved = reserved;
         if (t->durable_seq < upto)
             t->durable_seq = upto;
     }
@@ -313,10 +348,12 @@ static void *seal_main(void *arg)
 {
     tally *t = arg;
     int fd = -1;
-    int rc = seal_io(t, t->seal_oldfd, t->seal_len, &t->seal_ns, &fd);
+    uint64_t reserved = 0;
+    int rc = seal_io(t, t->seal_oldfd, t->seal_len, t->seal_synced,
+                     &t->seal_ns, &fd, &reserved);
     pthread_mutex_lock(&t->mu);
     t->sealing = false;
-    seal_done(t, rc, fd, t->seal_upto);
+    seal_done(t, rc, fd, reserved, t->seal_upto);
     pthread_mutex_unlock(&t->mu);
     return NULL;
 }
@@ -379,14 +416,18 @@ static int flush_locked(tally *t, enum flush_what what_, bool sync)
         t->ready_len = 0;
     }
     int fd = t->segfd;
+    uint64_t off = t->file_off, reserved = t->reserved;
     t->flushing = true;
     pthread_mutex_unlock(&t->mu);
 
-    uint64_t off = t->file_off;
     int rc = 0;
-    const char *what = "write";
+    const char *what = "reserve";
     if (n)
+        rc = reserve_for(t, fd, off + n, &reserved);
+    if (rc == 0 && n) {
+        what = "write";
         rc = w_write(t, fd, out.p, n, off);
+    }
     if (rc == 0 && sync) {
         what = "fdatasync";
         rc = w_sync(t, fd, true);
@@ -400,6 +441,7 @@ static int flush_locked(tally *t, enum flush_what what_, bool sync)
 
     pthread_mutex_lock(&t->mu);
     t->flushing = false;
+    t->reserved = reserved;
     if (n)
         t->spare.len = 0;
     if (rc < 0)
@@ -469,7 +511,10 @@ static int maybe_rollover(tally *t, bool clock)
         if (rc < 0)
             return rc;
         if (t->cur.len) {
-            rc = w_write(t, t->segfd, t->cur.p, t->cur.len, t->file_off);
+            rc = reserve_for(t, t->segfd, t->file_off + t->cur.len,
+                             &t->reserved);
+            if (rc == 0)
+                rc = w_write(t, t->segfd, t->cur.p, t->cur.len, t->file_off);
             if (rc < 0) {
                 set_poison(t, rc, "write");
                 return rc;
@@ -481,6 +526,7 @@ static int maybe_rollover(tally *t, bool clock)
         }
         int oldfd = t->segfd;
         uint64_t upto = t->seq, len = t->seg_bytes;
+        bool synced = t->durable_seq >= upto;
         struct newseg ns;
         rc = prepare_segment(t, &ns);
         if (rc < 0) {
@@ -492,6 +538,7 @@ static int maybe_rollover(tally *t, bool clock)
             t->seal_oldfd = oldfd;
             t->seal_upto = upto;
             t->seal_len = len;
+            t->seal_synced = synced;
             t->seal_ns = ns;
             t->sealing = true;
             if (pthread_create(&t->seal_thr, NULL, seal_main, t) == 0) {
@@ -501,8 +548,9 @@ static int maybe_rollover(tally *t, bool clock)
             t->sealing = false; /* no thread: seal right here */
         }
         int fd = -1;
-        rc = seal_io(t, oldfd, len, &ns, &fd);
-        seal_done(t, rc, fd, upto);
+        uint64_t reserved = 0;
+        rc = seal_io(t, oldfd, len, synced, &ns, &fd, &reserved);
+        seal_done(t, rc, fd, reserved, upto);
         if (rc < 0)
             return rc;
     }
@@ -589,6 +637,16 @@ static size_t prep_size(const struct prep *p)
     return ti_frame_size(p->r->key_len, p->data_len) + p->pad;
 }
 
+/* With t->mu held: the unsynced_depth of the next frame (FORMAT.md §4.2):
+ * how far back from its seq records were known durable as it is encoded,
+ * which tells recovery whether a damaged frame before it held a record
+ * that had been synced (damage) or never was (a torn tail, §6). */
+static uint32_t unsynced_depth(const tally *t)
+{
+    uint64_t d = t->seq + 1 - t->durable_seq;
+    return d > TF_DEPTH_MAX ? TF_DEPTH_MAX : (uint32_t)d;
+}
+
 /* With t->mu held: one frame. Never releases the lock, so that the frames
  * of a batch get consecutive seqs (maybe_rollover, which may wait, is
  * called before). */
@@ -612,6 +670,7 @@ static int encode_locked(tally *t, const struct prep *p)
         .type = r->type,
         .seq = t->seq + 1,
         .ts_ns = p->ts,
+        .unsynced_depth = unsynced_depth(t),
         .key = r->key,
         .key_len = r->key_len,
         .data = p->data,
@@ -645,6 +704,7 @@ static int encode_pad(tally *t, uint64_t gap)
         .type = TALLY_TYPE_PAD,
         .seq = t->seq + 1,
         .ts_ns = writer_ts(t),
+        .unsynced_depth = unsynced_depth(t),
         .pad_len = env - TF_ENV_HEADER_BYTES,
     };
     ti_frame_encode(&t->aead, t->meta.jid, t->cur.p + t->cur.len, &in,

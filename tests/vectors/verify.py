@@ -404,7 +404,9 @@ class Verifier:
             if off + FRAME_HDR_LEN > len(b):
                 raise self.tail("frame header incomplete", last_file, w)
             fh = b[off:off + FRAME_HDR_LEN]
-            magic, kind, flags, vtype, seq, ts, body_len, res = \
+            # offset 28: unsynced_depth (FORMAT.md 4.2), any value: what the
+            # writer knew was durable, read only by recovery (6)
+            magic, kind, flags, vtype, seq, ts, body_len, _unsynced_depth = \
                 struct.unpack_from("<4sBBHQQII", fh, 0)
             if magic != FRAME_MAGIC:
                 raise integrity("frame: bad magic", **w)
@@ -418,8 +420,6 @@ class Verifier:
                 raise integrity("frame: CLEAR frame of a non-reserved vtype", **w)
             if seq != seq_expect:
                 raise integrity(f"frame: seq {seq}, expected {seq_expect}", **w)
-            if res != 0:
-                raise integrity("frame: reserved not zero", **w)
             if body_len > MAX_BODY:
                 raise integrity("frame: body_len over the maximum", **w)
             if kind == KIND_PRUNED and body_len != 64:
@@ -433,10 +433,10 @@ class Verifier:
             link = b[end - LINK_LEN:end]
             if kind == KIND_PRUNED:
                 orig, rh = body[:32], body[32:64]
-                om, okind, oflags, ovtype, oseq, ots, _obl, ores = \
+                om, okind, oflags, ovtype, oseq, ots, _obl, _odepth = \
                     struct.unpack_from("<4sBBHQQII", orig, 0)
                 if (om != FRAME_MAGIC or okind not in (KIND_SEALED, KIND_CLEAR)
-                        or ovtype != vtype or oseq != seq or ots != ts or ores != 0):
+                        or ovtype != vtype or oseq != seq or ots != ts):
                     raise integrity("PRUNED frame: original header disagrees", **w)
             else:
                 rh = H(fh + body)
