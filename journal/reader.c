@@ -422,6 +422,33 @@ static int emit(tally_iter *it, tally_record *ret)
     return 1;
 }
 
+/* A file skipped as a leftover (its name is not above the last segment
+ * read): its first segment header must check like any file's first header
+ * (ti_seg_file_check, as at recovery), so that a file that holds later
+ * segments under a wrong name is not passed over. 0 or the iterator's
+ * error. */
+static int check_leftover(tally_iter *it, const char *name)
+{
+    int fd = openat(it->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0; /* removed meanwhile by the next compaction */
+        return iter_fail(it, -errno, 0, it->w.next_seq, "cannot open");
+    }
+    uint8_t b[TF_SEG_HEADER_BYTES];
+    ssize_t n = ti_pread_full(fd, b, sizeof b, 0);
+    close(fd);
+    if (n < 0)
+        return iter_fail(it, (int)n, 0, it->w.next_seq, "read error");
+    ti_seg_hdr h;
+    const char *why = "segment header incomplete";
+    if ((size_t)n != sizeof b || ti_seg_header_parse(b, &h, &why) < 0 ||
+        ti_seg_file_check(&it->meta, &h, name, &why) < 0)
+        return iter_fail(it, TALLY_EINTEGRITY, 0,
+                         (size_t)n == sizeof b ? le64_get(b + 32) : 0, why);
+    return 0;
+}
+
 int tally_iter_next(tally_iter *it, tally_record *ret)
 {
     if (!it || !ret)
@@ -436,12 +463,18 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             const char *name = it->names[it->idx++];
             uint64_t no;
             (void)ti_seg_parse_name(name, &no);
-            /* A leftover of an interrupted compaction merge: its segments
-             * were already read from the merged file. */
-            if (w->segment_no > 0 && no <= w->segment_no)
-                continue;
             ti_msg(it->cur, sizeof it->cur, "%s", name);
             it->cur_no = no;
+            if (w->segment_no > 0 && no <= w->segment_no) {
+                /* A leftover of an interrupted compaction merge: its
+                 * segments were already read from the merged file
+                 * (FORMAT.md §11.4), provided it is named after its first
+                 * segment as every file is (the rule recovery applies). */
+                int rc = check_leftover(it, name);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
             int rc = ti_walk_open_file(w, it->dirfd, name);
             if (rc == -ENOENT) {
                 /* Removed since the listing: an empty segment, or merged
@@ -461,13 +494,18 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
         switch (ev) {
         case TI_EV_SEGMENT:
             it->rechecked = it->rechecked_more = false;
-            if (w->frame_off == 0 && w->seg.segment_no != it->cur_no)
-                return iter_fail(it, TALLY_EINTEGRITY, 0, w->seg.first_seq,
-                                 "segment number differs from the file name");
-            if (!ti_meta_epoch(&it->meta, w->seg.epoch))
-                return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
-                                 w->seg.first_seq,
-                                 "segment epoch unknown to the metadata");
+            {
+                /* The rule recovery applies to the first header of a file
+                 * (name), and to the others (all but the name). */
+                char later[TF_SEG_NAME_LEN + 1];
+                const char *why;
+                ti_seg_name(later, w->seg.segment_no);
+                if (ti_seg_file_check(&it->meta, &w->seg,
+                                      w->frame_off == 0 ? it->cur : later,
+                                      &why) < 0)
+                    return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
+                                     w->seg.first_seq, why);
+            }
             it->segments++;
             {
                 int rc = install_segment_key(it);
@@ -517,17 +555,24 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             ti_rfile_drop(&w->rf);
             if (ev == TI_EV_EOF || (it->flags & TALLY_ITER_TOLERATE_TAIL))
                 return 0;
-            /* Zero bytes up to the end of the file: space the writer
-             * reserved in the segment it is writing (FORMAT.md §4). */
-            int zt = ti_rfile_zero_from(&w->rf, w->pos);
-            if (zt < 0)
-                return iter_fail(it, zt, w->frame_off, w->next_seq,
+            /* The end of the last file: the one decision of FORMAT.md
+             * §6 that recovery takes too (the writer's reserved zero
+             * tail, a torn tail it would cut, or damage it refuses). */
+            const char *how = NULL;
+            int d = ti_tail_decide(w, &how);
+            if (d < 0)
+                return iter_fail(it, d, w->frame_off, w->next_seq,
                                  "read error");
-            if (zt)
+            if (d == TI_TAIL_END)
                 return 0;
-            return iter_fail(it, ev == TI_EV_TORN ? TALLY_ETORN
-                                                  : TALLY_EINTEGRITY,
-                             w->frame_off, w->next_seq, w->why);
+            if (d == TI_TAIL_TORN)
+                return iter_fail(it, TALLY_ETORN, w->frame_off, w->next_seq,
+                                 w->why);
+            char msg[200];
+            ti_msg(msg, sizeof msg, "%s%s%s%s", w->why ? w->why : "damage",
+                   how ? " (" : "", how ? how : "", how ? ")" : "");
+            return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, w->next_seq,
+                             msg);
         }
         default:
             return iter_fail(it, ev, w->frame_off, w->next_seq,

@@ -57,26 +57,14 @@ static int read_header_at(int fd, uint64_t off, ti_seg_hdr *h, const char **why)
     return ti_seg_header_parse(b, h, why);
 }
 
-static int check_header(const ti_meta *m, const ti_seg_hdr *h, uint64_t name_no,
-                        const char **why)
+/* A segment header after the first one of a file (a merged file, §11.3):
+ * the file-name rule does not apply to it, the rest does. */
+static int check_later_header(const ti_meta *m, const ti_seg_hdr *h,
+                              const char **why)
 {
-    if (memcmp(h->jid, m->jid, 32) != 0) {
-        *why = "segment belongs to another journal (jid)";
-        return TALLY_EINTEGRITY;
-    }
-    if (h->cipher != m->cipher) {
-        *why = "segment cipher differs from the metadata";
-        return TALLY_EINTEGRITY;
-    }
-    if (h->segment_no != name_no) {
-        *why = "segment number differs from the file name";
-        return TALLY_EINTEGRITY;
-    }
-    if (!ti_meta_epoch(m, h->epoch)) {
-        *why = "segment epoch unknown to the metadata";
-        return TALLY_EINTEGRITY;
-    }
-    return 0;
+    char name[TF_SEG_NAME_LEN + 1];
+    ti_seg_name(name, h->segment_no);
+    return ti_seg_file_check(m, h, name, why);
 }
 
 /* The head a file ends with, cheaply: a file that ends with a segment header
@@ -120,96 +108,235 @@ out:
     return rc;
 }
 
-/* Is there evidence of a whole record after the bad frame at w->frame_off
- * (whose header is intact)? FORMAT.md §6: the next frame, found by body_len,
- * is whole and its link verifies from the bad frame's stored link or from
- * the link recomputed over the bad frame (when only the stored link rotted);
- * or a valid segment header follows. */
-static int later_record(ti_walk *w)
+/* ---- torn tail or damage (FORMAT.md §6) ------------------------------------ */
+
+/* Reads the frame whose header is at off and checks it as far as it can be
+ * checked on its own: header fields, seq (expect_seq, or any when 0), the
+ * whole frame inside the file, its record_hash. 1 and *h, rh, the frame in
+ * *buf; 0 when it is not such a frame; <0 on an I/O error. */
+static int frame_at(int fd, uint64_t off, uint64_t size, uint64_t expect_seq,
+                    ti_buf *buf, ti_frame_hdr *h, uint8_t rh[32])
 {
-    uint64_t bad_len = ti_frame_len(&w->fh);
-    const uint8_t *p;
-    int r = ti_rfile_get(&w->rf, w->frame_off, (size_t)bad_len, &p);
-    if (r <= 0)
-        return r;
+    uint8_t hb[TF_FRAME_HEADER_BYTES];
     const char *why;
-    uint8_t from[2][32], rh[32], l[32];
-    memcpy(from[0], p + bad_len - 32, 32);
-    int nfrom = 1;
-    if (ti_frame_record_hash(p, &w->fh, rh, &why) == 0) {
-        ti_link(from[1], w->link, rh);
-        nfrom = 2;
-    }
-    uint64_t next = w->frame_off + bad_len;
-    r = ti_rfile_get(&w->rf, next, TF_FRAME_HEADER_BYTES, &p);
-    if (r <= 0)
-        return r;
-    if (memcmp(p, TF_SEG_MAGIC, 8) == 0) {
-        r = ti_rfile_get(&w->rf, next, TF_SEG_HEADER_BYTES, &p);
-        if (r <= 0)
-            return r;
-        ti_seg_hdr h;
-        return ti_seg_header_parse(p, &h, &why) == 0;
-    }
-    ti_frame_hdr h;
-    if (ti_frame_header_parse(p, w->fh.seq + 1, &h, &why) < 0)
+    if (off + TF_FRAME_HEADER_BYTES > size)
         return 0;
-    r = ti_rfile_get(&w->rf, next, (size_t)ti_frame_len(&h), &p);
-    if (r <= 0)
-        return r;
-    if (ti_frame_record_hash(p, &h, rh, &why) < 0)
+    ssize_t n = ti_pread_full(fd, hb, sizeof hb, off);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n != sizeof hb ||
+        ti_frame_header_parse(hb, expect_seq ? expect_seq : le64_get(hb + 8),
+                              h, &why) < 0 ||
+        off + ti_frame_len(h) > size)
         return 0;
-    for (int i = 0; i < nfrom; i++) {
-        ti_link(l, from[i], rh);
-        if (memcmp(l, p + ti_frame_len(&h) - 32, 32) == 0)
-            return 1;
-    }
-    return 0;
+    size_t len = (size_t)ti_frame_len(h);
+    int rc = ti_buf_reserve(buf, len);
+    if (rc < 0)
+        return rc;
+    n = ti_pread_full(fd, buf->p, len, off);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n != len || ti_frame_record_hash(buf->p, h, rh, &why) < 0)
+        return 0;
+    return 1;
 }
 
-/* The same evidence when the bad frame's own header (its magic, its
- * body_len, ...) is what was damaged, so the next frame cannot be found by
- * body_len: a frame with the next seq anywhere further on in the file that
- * is whole and whose link verifies from the 32 bytes before it (the bad
- * frame's stored link). A torn tail holds no such frame. */
-#define SCAN_MAX (256u << 20)
-static int later_record_scan(int fd, uint64_t bad_off, uint64_t size,
-                             uint64_t bad_seq)
+/* Is the frame at q (seq S, record hash rh, whole in buf) one the writer
+ * wrote there, rather than bytes that happen to parse (§6)? Its stored link
+ * verifies from the 32 bytes before it, or the frame after it carries
+ * S + 1 and chains from its link, or it is the last frame before the end
+ * of the file or before the reserved zero tail. 1 yes, 0 no, <0 error. */
+static int frame_consistent(int fd, uint64_t q, uint64_t size,
+                            const ti_frame_hdr *h, const uint8_t rh[32],
+                            ti_buf *buf, ti_buf *buf2)
 {
-    if (size <= bad_off + 64)
-        return 0;
-    if (size - bad_off > SCAN_MAX)
-        return 1; /* far more than a writer ever leaves unsynced */
-    size_t n = (size_t)(size - bad_off);
-    uint8_t *b = malloc(n);
+    uint64_t end = q + ti_frame_len(h);
+    uint8_t stored[32], before[32], l[32];
+    memcpy(stored, buf->p + ti_frame_len(h) - 32, 32);
+    ssize_t n = ti_pread_full(fd, before, 32, q - 32);
+    if (n < 0)
+        return (int)n;
+    ti_link(l, before, rh);
+    if (n == 32 && memcmp(l, stored, 32) == 0)
+        return 1;
+    if (end == size)
+        return 1;
+    ti_frame_hdr nh;
+    uint8_t nrh[32];
+    int r = frame_at(fd, end, size, h->seq + 1, buf2, &nh, nrh);
+    if (r < 0)
+        return r;
+    if (r == 1) {
+        ti_link(l, stored, nrh);
+        if (memcmp(l, buf2->p + ti_frame_len(&nh) - 32, 32) == 0)
+            return 1;
+    }
+    ti_rfile zf = { .fd = fd };
+    return ti_rfile_zero_from(&zf, end);
+}
+
+/* The evidence of §6, looked for from the bad frame at off (seq e) to the
+ * end of the file: a frame that the writer wrote (frame_consistent) with a
+ * seq S > e and either
+ *   - S - unsynced_depth >= e: record e was durable when that frame was
+ *     encoded (§4.2), so the bad bytes once held a synced record; or
+ *   - ending exactly at the end of the file: the writer cuts a file to its
+ *     last frame only once every frame in it is durable (seal, close;
+ *     recovery's own cut follows only whole frames), while a file it is
+ *     writing always ends in reserved zero bytes (§4);
+ * or a valid segment header of this journal starting a later seq (only the
+ * compactor writes one after frames, into a file it synced whole). 1
+ * found (damage), 0 not (a torn tail), <0 error. */
+static int durable_after(const ti_walk *w, int fd, uint64_t off,
+                         uint64_t size, uint64_t e)
+{
+    enum { CHUNK = 1 << 20, KEEP = 7 };
+    uint8_t *b = malloc(CHUNK);
+    ti_buf fb = { 0 }, fb2 = { 0 };
     if (!b)
         return -ENOMEM;
-    ssize_t got = ti_pread_full(fd, b, n, bad_off);
     int found = 0;
-    if (got < 0) {
-        found = (int)got;
-        goto out;
-    }
-    n = (size_t)got;
-    for (size_t q = 64; q + TF_FRAME_OVERHEAD <= n && !found; q++) {
-        const uint8_t *hit = memmem(b + q, n - q, TF_FRAME_MAGIC, 4);
-        if (!hit)
+    /* chunks overlap by KEEP bytes, so that a magic across a chunk
+     * boundary is seen once, in the later chunk */
+    for (uint64_t base = off + 1; base < size && !found;) {
+        size_t want = size - base < CHUNK ? (size_t)(size - base) : CHUNK;
+        ssize_t got = ti_pread_full(fd, b, want, base);
+        if (got < 0) {
+            found = (int)got;
             break;
-        q = (size_t)(hit - b);
-        ti_frame_hdr h;
-        const char *why;
-        uint8_t rh[32], l[32];
-        if (q + TF_FRAME_HEADER_BYTES > n ||
-            ti_frame_header_parse(b + q, bad_seq + 1, &h, &why) < 0 ||
-            q + ti_frame_len(&h) > n ||
-            ti_frame_record_hash(b + q, &h, rh, &why) < 0)
-            continue;
-        ti_link(l, b + q - 32, rh);
-        found = memcmp(l, b + q + ti_frame_len(&h) - 32, 32) == 0;
+        }
+        size_t n = (size_t)got;
+        /* the next "TFRM" and "TALL" at or after i, each found once */
+        const uint8_t *nf = NULL, *ns = NULL;
+        for (size_t i = 0; i + 4 <= n && !found; i++) {
+            if (!nf || nf < b + i)
+                nf = memmem(b + i, n - i, TF_FRAME_MAGIC, 4);
+            if (!ns || ns < b + i)
+                ns = memmem(b + i, n - i, "TALL", 4);
+            if (!nf)
+                nf = b + n; /* none: past the end, not searched again */
+            if (!ns)
+                ns = b + n;
+            const uint8_t *hit = nf < ns ? nf : ns;
+            if (hit >= b + n)
+                break;
+            i = (size_t)(hit - b);
+            if (i + KEEP >= n && base + n < size)
+                break; /* seen whole in the next chunk */
+            uint64_t q = base + i;
+            if (hit[0] == 'T' && hit[1] == 'A') {
+                uint8_t hb[TF_SEG_HEADER_BYTES];
+                ti_seg_hdr sh;
+                const char *why;
+                if (q + sizeof hb > size)
+                    continue;
+                ssize_t r = ti_pread_full(fd, hb, sizeof hb, q);
+                if (r < 0) {
+                    found = (int)r;
+                    break;
+                }
+                found = r == (ssize_t)sizeof hb &&
+                        ti_seg_header_parse(hb, &sh, &why) == 0 &&
+                        memcmp(sh.jid, w->jid, 32) == 0 && sh.first_seq > e;
+                continue;
+            }
+            /* A seq no more than the frames that fit since off allow. */
+            uint8_t hb[TF_FRAME_HEADER_BYTES];
+            if (q + sizeof hb > size)
+                continue;
+            ssize_t r = ti_pread_full(fd, hb, sizeof hb, q);
+            if (r < 0) {
+                found = (int)r;
+                break;
+            }
+            uint64_t s = le64_get(hb + 8);
+            if (r != (ssize_t)sizeof hb || s <= e ||
+                s - e > (q - off) / TF_PAD_FRAME_MIN)
+                continue;
+            uint64_t depth = le32_get(hb + 28);
+            uint64_t flen = TF_FRAME_OVERHEAD + (uint64_t)le32_get(hb + 24);
+            bool synced_e = depth <= s - e;
+            if (!synced_e && q + flen != size)
+                continue; /* would prove nothing */
+            ti_frame_hdr h;
+            uint8_t rh[32];
+            int fr = frame_at(fd, q, size, 0, &fb, &h, rh);
+            if (fr == 1)
+                fr = frame_consistent(fd, q, size, &h, rh, &fb, &fb2);
+            if (fr < 0) {
+                found = fr;
+                break;
+            }
+            found = fr;
+        }
+        if (found || base + n >= size || n <= KEEP)
+            break;
+        base += n - KEEP;
     }
-out:
     free(b);
+    ti_buf_free(&fb);
+    ti_buf_free(&fb2);
     return found;
+}
+
+int ti_tail_decide(ti_walk *w, const char **why)
+{
+    int fd = w->rf.fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t off = w->frame_off;
+    *why = NULL;
+    if (!w->in_segment) {
+        /* No header of this file was accepted. A file shorter than one, or
+         * one header of zeros, is a segment whose creation was cut short
+         * (recovery removes it, §6 step 1); any other is damage. */
+        if (size < TF_SEG_HEADER_BYTES || size == TF_SEG_HEADER_BYTES) {
+            ti_rfile zf = { .fd = fd };
+            int z = ti_rfile_zero_from(&zf, 0);
+            if (z < 0)
+                return z;
+            if (z || size == 0)
+                return TI_TAIL_END;
+            if (size < TF_SEG_HEADER_BYTES)
+                return TI_TAIL_TORN;
+        }
+        return TI_TAIL_DAMAGE;
+    }
+    /* Zero bytes to the end: the space the writer reserved (§4). */
+    ti_rfile zf = { .fd = fd };
+    int z = ti_rfile_zero_from(&zf, off);
+    if (z < 0)
+        return z;
+    if (z)
+        return TI_TAIL_END;
+    /* A segment header that does not check, after frames: only the
+     * compactor writes one there, into a file it synced whole. */
+    uint8_t mg[8];
+    ssize_t n = ti_pread_full(fd, mg, sizeof mg, off);
+    if (n < 0)
+        return (int)n;
+    if (w->header_bad && n == 8 && memcmp(mg, TF_SEG_MAGIC, 8) == 0) {
+        *why = "a segment header after frames: damage, not a torn tail";
+        return TI_TAIL_DAMAGE;
+    }
+    /* A whole frame that ends the file: the writer cuts a file to its last
+     * frame only once every frame in it is durable, so this one was synced
+     * and its bytes changed since. */
+    if (!w->header_bad && off + ti_frame_len(&w->fh) == size) {
+        *why = "the file ends with this frame, so it was synced: damage, "
+               "not a torn tail";
+        return TI_TAIL_DAMAGE;
+    }
+    int d = durable_after(w, fd, off, size, w->next_seq);
+    if (d < 0)
+        return d;
+    if (d) {
+        *why = "a record that was durable follows: damage, not a torn tail";
+        return TI_TAIL_DAMAGE;
+    }
+    return TI_TAIL_TORN;
 }
 
 /* Authenticates one whole frame with the key of its segment. 1 valid, 0 the
@@ -323,8 +450,6 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
 {
     const char *name = names[n - 1];
     const char *why = NULL;
-    uint64_t name_no;
-    (void)ti_seg_parse_name(name, &name_no);
     ti_walk w;
     ti_walk_init(&w, m->jid, m->cipher);
     int rc;
@@ -380,8 +505,8 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
             goto out;
         }
         if (ev == TI_EV_SEGMENT) {
-            rc = check_header(m, &w.seg, seg_count ? w.seg.segment_no : name_no,
-                              &why);
+            rc = seg_count ? check_later_header(m, &w.seg, &why)
+                           : ti_seg_file_check(m, &w.seg, name, &why);
             if (rc == 0 && n == 1 && seg_count == 0 &&
                 (w.seg.segment_no != 1 || w.seg.first_seq != 1)) {
                 rc = TALLY_EINTEGRITY;
@@ -408,16 +533,21 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
         }
         if (ev == TI_EV_EOF)
             break;
-        /* Zero bytes to the end: the space the writer reserved (§4), not a
-         * record. Cut off without being reported. */
-        int zt = ti_rfile_zero_from(&w.rf, w.pos);
-        if (zt < 0) {
-            rc = zt;
+        /* TORN or BAD: the decision of §6, the same as every reader's. */
+        const char *how = NULL;
+        int d = ti_tail_decide(&w, &how);
+        if (d < 0) {
+            rc = d;
             ti_msg(err, errlen, "%s: read error", name);
             goto out;
         }
-        if (zt && seg_count > 0) {
-            if (ftruncate(wfd, (off_t)w.pos) < 0 || fsync(wfd) < 0) {
+        if (d == TI_TAIL_END && seg_count > 0) {
+            /* Zero bytes to the end: the space the writer reserved (§4),
+             * not a record. Cut off without being reported, once the
+             * frames before it are durable (a file that ends with a frame
+             * says so, §6). */
+            if (fdatasync(wfd) < 0 || ftruncate(wfd, (off_t)w.pos) < 0 ||
+                fsync(wfd) < 0) {
                 rc = -errno;
                 ti_msg(err, errlen, "%s: cannot trim its reserved tail", name);
                 goto out;
@@ -425,34 +555,12 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
             size = w.pos;
             break;
         }
-        /* TORN or BAD: a torn tail unless a whole record follows (§6). */
-        if (seg_count == 0) {
-            rc = TALLY_EINTEGRITY;
-            ti_msg(err, errlen, "%s: offset 0, seq 0: %s", name, w.why);
-            goto out;
-        }
-        if (ev == TI_EV_BAD) {
-            const uint8_t *p;
-            if (w.header_bad && ti_rfile_get(&w.rf, w.frame_off, 8, &p) == 1 &&
-                memcmp(p, TF_SEG_MAGIC, 8) == 0) {
-                rc = TALLY_EINTEGRITY;
-                ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
-                       ": %s", name, w.frame_off, w.next_seq, w.why);
-                goto out;
-            }
-        }
-        int lr = ev == TI_EV_BAD && !w.header_bad ? later_record(&w) : 0;
-        if (lr == 0)
-            lr = later_record_scan(wfd, w.frame_off, size, w.next_seq);
-        if (lr < 0) {
-            rc = lr;
-            goto out;
-        }
-        if (lr) {
+        if (d != TI_TAIL_TORN || seg_count == 0) {
             rc = TALLY_EINTEGRITY;
             ti_msg(err, errlen, "%s: offset %" PRIu64 ", seq %" PRIu64
-                   ": %s (a whole record follows: damage, not a torn tail)",
-                   name, w.frame_off, w.next_seq, w.why);
+                   ": %s%s%s%s", name, w.frame_off,
+                   seg_count ? w.next_seq : 0, w.why ? w.why : "damage",
+                   how ? " (" : "", how ? how : "", how ? ")" : "");
             goto out;
         }
         cut_at = w.frame_off;
@@ -481,8 +589,17 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
             memcpy(head_link, last_prev, 32);
         }
     }
-    if (!cut_at)
+    if (!cut_at) {
         (void)ftruncate(wfd, (off_t)size); /* blocks reserved past the end */
+        /* The head is taken as durable from here on (the next frames'
+         * unsynced_depth counts from it, §4.2): make it so, whoever wrote
+         * the file. */
+        if (fdatasync(wfd) < 0) {
+            rc = -errno;
+            ti_msg(err, errlen, "%s: cannot sync", name);
+            goto out;
+        }
+    }
     if (cut_at) {
         /* Whole pages of zeros at the end are reserved space never written
          * (or written too late); zero bytes within the last written page
@@ -491,7 +608,10 @@ static int recover_last(int dirfd, const ti_meta *m, const uint8_t *mk,
         if (end > size)
             end = size;
         add_cut(rep, name, end > cut_at ? end - cut_at : 0, cut_seq);
-        if (ftruncate(wfd, (off_t)cut_at) < 0 || fsync(wfd) < 0) {
+        /* The frames before the cut are made durable first: a file that
+         * ends with a frame says that they are (§6). */
+        if (fdatasync(wfd) < 0 || ftruncate(wfd, (off_t)cut_at) < 0 ||
+            fsync(wfd) < 0) {
             rc = -errno;
             ti_msg(err, errlen, "%s: cannot cut the torn tail", name);
             goto out;
@@ -565,8 +685,6 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
     /* Every header but the last file's (walked below). */
     uint64_t prev_first_seq = 0;
     for (size_t i = 0; i + 1 < n; i++) {
-        uint64_t no;
-        (void)ti_seg_parse_name(names[i], &no);
         int fd = openat(dirfd, names[i], O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             rc = -errno;
@@ -578,7 +696,7 @@ int ti_recover(int dirfd, const ti_meta *m, const uint8_t *mk,
         rc = read_header_at(fd, 0, &h, &why);
         close(fd);
         if (rc == 0)
-            rc = check_header(m, &h, no, &why);
+            rc = ti_seg_file_check(m, &h, names[i], &why);
         if (rc == 0 && i == 0 && (h.segment_no != 1 || h.first_seq != 1)) {
             rc = TALLY_EINTEGRITY;
             why = "first segment does not start the journal";
