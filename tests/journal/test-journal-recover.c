@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NREC 7 /* seqs 1..3 in segment 1, 4..7 in segment 2 */
 
@@ -179,8 +180,15 @@ static void truncate_every_offset(void **state)
     }
 }
 
-/* One bit flipped in each byte of the last frame: it no longer verifies and
- * nothing follows it, so it is a torn tail: cut. */
+static void expect_refused(fixture *f, const char *what);
+
+/* One bit flipped in each byte of the last frame, which ends the (closed)
+ * file: FORMAT.md §6. Where the flip leaves its header a valid header of
+ * the same length (timestamp, unsynced_depth, body, tag, link), the frame
+ * is whole and ends the file, which the writer cuts only once every frame
+ * is durable: damage, refused. Where it breaks the magic, seq or body_len,
+ * nothing shows a record there: a torn tail, cut. Verify reports the same
+ * (TALLY_ETORN for a cut, TALLY_EINTEGRITY for a refusal). */
 static void damage_last_frame(void **state)
 {
     fixture *f = *state;
@@ -190,7 +198,23 @@ static void damage_last_frame(void **state)
         tu_snap_restore(f->snap, f->dir);
         tu_flip_bit(p, pos * 8 + pos % 8);
         snprintf(what, sizeof what, "last frame, byte %llu flipped", (unsigned long long)pos);
-        recover_expect_cut(f, f->seg2_size - f->off[NREC], what);
+        uint64_t rel = pos - f->off[NREC];
+        /* 0: cut, 1: refused, -1: either (kind, flags, vtype: whether the
+         * header stays valid depends on the bit), verify agreeing */
+        int want = rel < 4 || (rel >= 8 && rel < 16) || (rel >= 24 && rel < 28) ? 0
+                 : rel < 8 ? -1 : 1;
+        tally_verify_report vr;
+        int rc = tally_verify(f->dir, NULL, &vr);
+        if (!(rc == TALLY_ETORN && want != 1) &&
+            !(rc == TALLY_EINTEGRITY && want != 0))
+            fail_msg("%s: verify gave %s (%s), expected %s", what, tally_strerror(rc),
+                     vr.message, want == 0 ? "a torn tail" : "damage");
+        assert_int_equal(vr.seq, NREC);
+        assert_int_equal(vr.offset, f->off[NREC]);
+        if (rc == TALLY_ETORN)
+            recover_expect_cut(f, f->seg2_size - f->off[NREC], what);
+        else
+            expect_refused(f, what);
     }
 }
 
@@ -313,6 +337,398 @@ static void damage_earlier_segment(void **state)
     }
 }
 
+/* ---- torn tail or damage: what the frames say was durable (§4.2, §6) ---- */
+
+#define JMAX 32
+
+/* A journal written by the tests below, mapped by the reader. */
+typedef struct jr {
+    char *dir;
+    uint8_t key[TALLY_KEY_BYTES];
+    tally *t;                    /* open writer, or NULL */
+    uint64_t n;                  /* records */
+    char file[JMAX + 1][32];     /* file of seq i */
+    uint64_t off[JMAX + 1], end[JMAX + 1];
+} jr;
+
+static void jr_init(jr *j, const char *tag)
+{
+    memset(j, 0, sizeof *j);
+    tu_key(j->key, 61);
+    j->dir = tu_mkdtemp(tag);
+    tally_options o = tu_opts(j->key);
+    assert_int_equal(tally_init(j->dir, &o), 0);
+}
+
+static void jr_open(jr *j, tally_sync_policy pol)
+{
+    tally_options o = tu_opts(j->key);
+    o.sync = pol;
+    assert_int_equal(tally_open(&j->t, j->dir, &o, NULL), 0);
+}
+
+static void jr_append(jr *j, int n)
+{
+    char buf[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, sizeof buf, "payload of record %llu", (unsigned long long)j->n + 1);
+        assert_int_equal(tu_append_text(j->t, 1, "k", buf), ++j->n);
+    }
+}
+
+static void jr_close(jr *j)
+{
+    assert_int_equal(tally_close(j->t), 0);
+    j->t = NULL;
+    tally_iter *it = NULL;
+    tally_record r;
+    assert_int_equal(tally_iter_open(&it, j->dir, j->key, 1, 0), 0);
+    for (uint64_t i = 1; i <= j->n; i++) {
+        assert_int_equal(tally_iter_next(it, &r), 1);
+        snprintf(j->file[i], sizeof j->file[i], "%s", r.segment);
+        j->off[i] = r.offset;
+        j->end[i] = r.offset + 64 + r.body_len;
+    }
+    assert_int_equal(tally_iter_next(it, &r), 0);
+    tally_iter_free(it);
+}
+
+static void jr_free(jr *j)
+{
+    tu_rmrf(j->dir);
+    free(j->dir);
+}
+
+static void jr_path(const jr *j, uint64_t seq, char *out, size_t n)
+{
+    tu_path(out, n, j->dir, j->file[seq]);
+}
+
+/* unsynced_depth, the frame header's u32 at offset 28 (§4.2) */
+static uint32_t jr_depth(const jr *j, uint64_t seq)
+{
+    char p[PATH_MAX];
+    jr_path(j, seq, p, sizeof p);
+    size_t len;
+    uint8_t *b = tu_read(p, &len);
+    assert_non_null(b);
+    const uint8_t *d = b + j->off[seq] + 28;
+    uint32_t v = (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 |
+                 (uint32_t)d[3] << 24;
+    free(b);
+    return v;
+}
+
+/* Zeros bytes [from, to) of the file; tail > 0 appends that many zero bytes
+ * (the space a writer reserves in the file it is writing, §4: what a crash
+ * leaves). */
+static void zero_bytes(const char *path, uint64_t from, uint64_t to, size_t tail)
+{
+    size_t len;
+    uint8_t *b = tu_read(path, &len);
+    assert_non_null(b);
+    uint8_t *c = calloc(1, len + tail);
+    assert_non_null(c);
+    memcpy(c, b, len);
+    assert_true(from <= to && to <= len);
+    memset(c + from, 0, (size_t)(to - from));
+    tu_write(path, c, len + tail);
+    free(b);
+    free(c);
+}
+
+/* The writer's open must refuse (TALLY_EINTEGRITY naming the file, offset
+ * and seq, nothing cut) and verify must report damage at the same place. */
+static void jr_expect_refused(jr *j, uint64_t seq, const char *what)
+{
+    char p[PATH_MAX];
+    jr_path(j, seq, p, sizeof p);
+    uint64_t before = tu_file_size(p);
+    tally_verify_report vr;
+    int rc = tally_verify(j->dir, NULL, &vr);
+    if (rc != TALLY_EINTEGRITY)
+        fail_msg("%s: verify gave %s (%s), expected damage", what, tally_strerror(rc),
+                 vr.message);
+    assert_string_equal(vr.segment, j->file[seq]);
+    assert_int_equal(vr.offset, j->off[seq]);
+    assert_int_equal(vr.seq, seq);
+    tally_options o = tu_opts(j->key);
+    tally *t = NULL;
+    tally_recovery rec;
+    memset(&rec, 0, sizeof rec);
+    rc = tally_open(&t, j->dir, &o, &rec);
+    if (rc == 0) {
+        tally_close(t);
+        fail_msg("%s: open succeeded (cut %llu bytes from seq %llu), expected "
+                 "TALLY_EINTEGRITY", what, (unsigned long long)rec.cut_bytes,
+                 (unsigned long long)rec.cut_first_seq);
+    }
+    assert_int_equal(rc, TALLY_EINTEGRITY);
+    char place[96];
+    snprintf(place, sizeof place, "%s: offset %llu, seq %llu", j->file[seq],
+             (unsigned long long)j->off[seq], (unsigned long long)seq);
+    if (!strstr(rec.message, place))
+        fail_msg("%s: the refusal does not name %s: %s", what, place, rec.message);
+    assert_int_equal(tu_file_size(p), before);
+}
+
+/* Verify must report a torn tail at seq; the writer's open cuts from it and
+ * reports the cut; the journal then continues and verifies. */
+static void jr_expect_cut(jr *j, uint64_t seq, const char *what)
+{
+    tally_verify_report vr;
+    int rc = tally_verify(j->dir, NULL, &vr);
+    if (rc != TALLY_ETORN)
+        fail_msg("%s: verify gave %s (%s), expected a torn tail", what,
+                 tally_strerror(rc), vr.message);
+    assert_int_equal(vr.offset, j->off[seq]);
+    assert_int_equal(vr.seq, seq);
+    tally_options o = tu_opts(j->key);
+    tally *t = NULL;
+    tally_recovery rec;
+    memset(&rec, 0, sizeof rec);
+    rc = tally_open(&t, j->dir, &o, &rec);
+    if (rc)
+        fail_msg("%s: open: %s: %s", what, tally_strerror(rc), rec.message);
+    assert_int_equal(rec.cut_first_seq, seq);
+    assert_true(rec.cut_bytes > 0);
+    assert_string_equal(rec.segment, j->file[seq]);
+    tally_head_info h;
+    assert_int_equal(tally_head(t, &h), 0);
+    assert_int_equal(h.seq, seq - 1);
+    assert_int_equal(tu_append_text(t, 2, NULL, "after the cut"), seq);
+    assert_int_equal(tally_close(t), 0);
+    char p[PATH_MAX];
+    jr_path(j, seq, p, sizeof p);
+    rc = tally_verify(j->dir, j->key, &vr);
+    if (rc)
+        fail_msg("%s: verify after the cut: %s", what, vr.message);
+    assert_int_equal(vr.last_seq, seq);
+}
+
+/* Synced records, then a run of them zeroed (a rotted page) with whole
+ * records after it: the frames after the hole say that the zeroed seqs
+ * were durable when they were encoded (unsynced_depth), so the hole is
+ * damage, also in a file that still has its reserved zero tail (a crash
+ * while it was written); in a closed file (no tail), its end says so too. */
+static void zeroed_run_of_synced_frames_refused(void **state)
+{
+    (void)state;
+    jr j;
+    jr_init(&j, "rot");
+    jr_open(&j, TALLY_SYNC_ALWAYS);
+    jr_append(&j, 8);
+    jr_close(&j);
+    for (uint64_t s = 1; s <= j.n; s++)
+        assert_int_equal(jr_depth(&j, s), 1); /* every earlier one durable */
+    tu_snap *snap = tu_snap_take(j.dir);
+    char p[PATH_MAX];
+    jr_path(&j, 4, p, sizeof p);
+    for (int live = 0; live < 2; live++) {
+        tu_snap_restore(snap, j.dir);
+        zero_bytes(p, j.off[4], j.end[5], live ? 4096 : 0);
+        jr_expect_refused(&j, 4, live ? "seqs 4-5 zeroed, reserved tail"
+                                      : "seqs 4-5 zeroed, closed file");
+    }
+    /* one frame's header zeroed, and one whose body_len runs past the end
+     * of the file with whole records after it: damage all the same */
+    tu_snap_restore(snap, j.dir);
+    zero_bytes(p, j.off[5], j.off[5] + 32, 4096);
+    jr_expect_refused(&j, 5, "seq 5's header zeroed, reserved tail");
+    tu_snap_restore(snap, j.dir);
+    {
+        size_t len;
+        uint8_t *b = tu_read(p, &len);
+        b[j.off[5] + 24] = 0x00; /* body_len = 1 MiB, past the end */
+        b[j.off[5] + 25] = 0x00;
+        b[j.off[5] + 26] = 0x10;
+        b[j.off[5] + 27] = 0x00;
+        tu_write(p, b, len);
+        free(b);
+    }
+    jr_expect_refused(&j, 5, "seq 5's body_len past the end of the file");
+    tu_snap_free(snap);
+    jr_free(&j);
+}
+
+/* Records written and never synced (policy none; what a power cut leaves
+ * when a later write reached the disk and an earlier one did not): a zero
+ * hole followed by frames, in a file with its reserved tail. No frame after
+ * the hole says its seqs were durable: a torn tail, cut and reported. Once
+ * a sync has covered them, the frames encoded after it say so: damage. */
+static void zero_hole_in_unsynced_records_cut(void **state)
+{
+    (void)state;
+    jr j;
+    jr_init(&j, "hole");
+    jr_open(&j, TALLY_SYNC_ALWAYS);
+    jr_append(&j, 3);
+    jr_close(&j);
+    jr_open(&j, TALLY_SYNC_NONE);
+    jr_append(&j, 4);                      /* 4..7: never synced yet */
+    assert_int_equal(tally_sync(j.t, 0), 0);
+    jr_append(&j, 4);                      /* 8..11: 4..7 durable */
+    jr_close(&j);
+    for (uint64_t s = 4; s <= 7; s++)
+        assert_int_equal(jr_depth(&j, s), s - 3);
+    for (uint64_t s = 8; s <= 11; s++)
+        assert_int_equal(jr_depth(&j, s), s - 7);
+    assert_string_equal(j.file[4], j.file[11]);
+    tu_snap *snap = tu_snap_take(j.dir);
+    char p[PATH_MAX];
+    jr_path(&j, 4, p, sizeof p);
+
+    /* a hole in 9..10 (after the sync), 11 written: never durable, cut */
+    zero_bytes(p, j.off[9], j.end[10], 4096);
+    jr_expect_cut(&j, 9, "seqs 9-10 zeroed, 11 after them, reserved tail");
+    /* the same hole in a closed file: the writer cut the file there only
+     * once all of it was durable */
+    tu_snap_restore(snap, j.dir);
+    zero_bytes(p, j.off[9], j.end[10], 0);
+    jr_expect_refused(&j, 9, "seqs 9-10 zeroed, closed file");
+    /* a hole in 5..6 before the sync: 8..11 say 4..7 were durable */
+    tu_snap_restore(snap, j.dir);
+    zero_bytes(p, j.off[5], j.end[6], 4096);
+    jr_expect_refused(&j, 5, "seqs 5-6 zeroed, synced, reserved tail");
+    /* a hole in 5..6 with only 7 after it (8..11 never reached the
+     * disk): cut */
+    tu_snap_restore(snap, j.dir);
+    zero_bytes(p, j.off[5], j.end[6], 0);
+    tu_truncate(p, j.end[7]);
+    zero_bytes(p, 0, 0, 4096);
+    jr_expect_cut(&j, 5, "seqs 5-6 zeroed, only 7 after them, reserved tail");
+    tu_snap_free(snap);
+    jr_free(&j);
+}
+
+/* A write cut short at a page boundary inside the reserved zero tail: the
+ * last frame whole in length but its last bytes zero. Verify calls it a
+ * torn tail, as recovery does (the same decision), and recovery cuts it. */
+static void torn_frame_in_reserved_tail(void **state)
+{
+    (void)state;
+    jr j;
+    jr_init(&j, "torn");
+    jr_open(&j, TALLY_SYNC_ALWAYS);
+    jr_append(&j, 5);
+    jr_close(&j);
+    char p[PATH_MAX];
+    jr_path(&j, 5, p, sizeof p);
+    tu_snap *snap = tu_snap_take(j.dir);
+    for (uint64_t keep = 3; keep <= 40; keep += 37) {
+        tu_snap_restore(snap, j.dir);
+        zero_bytes(p, j.end[5] - keep, j.end[5], 4096);
+        jr_expect_cut(&j, 5, "the last frame torn in the reserved tail");
+    }
+    tu_snap_free(snap);
+    jr_free(&j);
+}
+
+/* FORMAT.md §1: a file is named after its first segment; recovery and the
+ * reader apply the same rule. A leftover of an interrupted merge (a copy of
+ * a segment the merged file holds, under its own name) is passed over; a
+ * file holding a later segment under an earlier name is damage. */
+static void merged_file_names(void **state)
+{
+    (void)state;
+    jr j;
+    jr_init(&j, "names");
+    for (int s = 0; s < 3; s++) {
+        jr_open(&j, TALLY_SYNC_ALWAYS);
+        jr_append(&j, 2);
+        jr_close(&j);
+    }
+    char f[3][PATH_MAX];
+    uint8_t *b[3];
+    size_t len[3];
+    for (int i = 0; i < 3; i++) {
+        jr_path(&j, 1 + 2 * (uint64_t)i, f[i], sizeof f[i]);
+        b[i] = tu_read(f[i], &len[i]);
+        assert_non_null(b[i]);
+    }
+    uint8_t *m = malloc(len[0] + len[1]);
+    assert_non_null(m);
+    memcpy(m, b[0], len[0]);
+    memcpy(m + len[0], b[1], len[1]);
+    tu_write(f[0], m, len[0] + len[1]); /* segments 1-2 in file 1 */
+
+    /* file 2 left over (a copy of segment 2), file 3 after it */
+    tally_verify_report vr;
+    int rc = tally_verify(j.dir, j.key, &vr);
+    if (rc)
+        fail_msg("merged file with a leftover: verify: %s", vr.message);
+    assert_int_equal(vr.records, 6);
+    tally_options o = tu_opts(j.key);
+    tally *t = NULL;
+    tally_recovery rec;
+    assert_int_equal(tally_open(&t, j.dir, &o, &rec), 0);
+    assert_int_equal(rec.cut_bytes, 0);
+    assert_int_equal(tally_close(t), 0);
+
+    /* segment 3 under the name of file 2, after the merged file */
+    char names[8][32];
+    int n = tu_list_segs(j.dir, names, 8);
+    for (int i = 1; i < n; i++) {
+        char q[PATH_MAX];
+        tu_path(q, sizeof q, j.dir, names[i]);
+        assert_int_equal(unlink(q), 0);
+    }
+    tu_write(f[1], b[2], len[2]);
+    rc = tally_verify(j.dir, NULL, &vr);
+    if (rc != TALLY_EINTEGRITY)
+        fail_msg("segment 3 named as file 2: verify gave %s", tally_strerror(rc));
+    assert_string_equal(vr.segment, j.file[3]);
+    assert_int_equal(vr.offset, 0);
+    assert_non_null(strstr(vr.message, "file name"));
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(tally_open(&t, j.dir, &o, &rec), TALLY_EINTEGRITY);
+    assert_non_null(strstr(rec.message, j.file[3]));
+    for (int i = 0; i < 3; i++)
+        free(b[i]);
+    free(m);
+    jr_free(&j);
+}
+
+/* The writer keeps a file it is writing ending in reserved zero bytes
+ * (§4), also when a record runs past the space reserved at its creation,
+ * and cuts it to its last frame at close. */
+static void writer_keeps_a_reserved_tail(void **state)
+{
+    (void)state;
+    jr j;
+    memset(&j, 0, sizeof j);
+    tu_key(j.key, 62);
+    j.dir = tu_mkdtemp("reserve");
+    tally_options o = tu_opts(j.key);
+    o.segment_size = 4096;
+    assert_int_equal(tally_init(j.dir, &o), 0);
+    o.sync = TALLY_SYNC_ALWAYS;
+    assert_int_equal(tally_open(&j.t, j.dir, &o, NULL), 0);
+    size_t big = 200u << 10; /* past segment_size + 64 KiB */
+    uint8_t *payload = malloc(big);
+    assert_non_null(payload);
+    uint32_t x = 2463534242u; /* incompressible (xorshift) */
+    for (size_t i = 0; i < big; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        payload[i] = (uint8_t)x;
+    }
+    tally_record_in r = { .type = 1, .payload = payload, .payload_len = big };
+    uint64_t seq = 0;
+    assert_int_equal(tally_append(j.t, &r, &seq), 0);
+    char names[4][32];
+    assert_int_equal(tu_list_segs(j.dir, names, 4), 1);
+    char p[PATH_MAX];
+    tu_path(p, sizeof p, j.dir, names[0]);
+    uint64_t frames_end = 160 + 64 + 16 + 16 + big;
+    assert_true(tu_file_size(p) > frames_end);
+    assert_int_equal(tally_close(j.t), 0);
+    assert_int_equal(tu_file_size(p), frames_end);
+    free(payload);
+    jr_free(&j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +736,11 @@ int main(void)
         cmocka_unit_test(damage_last_frame),
         cmocka_unit_test(damage_middle_of_last_segment),
         cmocka_unit_test(damage_earlier_segment),
+        cmocka_unit_test(zeroed_run_of_synced_frames_refused),
+        cmocka_unit_test(zero_hole_in_unsynced_records_cut),
+        cmocka_unit_test(torn_frame_in_reserved_tail),
+        cmocka_unit_test(merged_file_names),
+        cmocka_unit_test(writer_keeps_a_reserved_tail),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
