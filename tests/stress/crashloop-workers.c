@@ -6,6 +6,7 @@
  *                            --tally PATH [--tallyd PATH] --kills N
  *                            [--seed S] [--max-ms M] [--fresh-every K]
  *                            [--segment-size BYTES] [--workdir DIR]
+ *                            [--rpc URL --contract ADDR --from ADDR]
  *
  * Each kill is a `kill -9` at a random moment; afterwards, as in
  * crashloop.c: `tally verify` passes or reports only a torn tail (or the
@@ -25,7 +26,10 @@
  *   `tally status --anchor-file F` must say fresh: the anchor is never ahead
  *   of what the journal holds (the checkpointer syncs the head before it
  *   submits it); the reopen itself runs with the anchor options, so it
- *   refuses (exit 4) any other verdict.
+ *   refuses (exit 4) any other verdict. With --rpc, --contract and --from
+ *   the anchors go to a chain instead (crashloop-chain.sh: a local ganache
+ *   with 1-second blocks, so kills also land while an anchor transaction
+ *   waits to be mined, and it may be mined after the writer died).
  *
  * --with compactor: a driver (this program, --child-compactor) opens the
  *   journal with the library, appends records with record keys (16 keys,
@@ -84,6 +88,8 @@ struct cfg {
     unsigned fresh_every;
     const char *segment_size;
     const char *workdir;
+    /* checkpointer: a chain instead of the anchor file */
+    const char *rpc, *contract, *from;
 };
 
 struct producer;
@@ -92,6 +98,7 @@ struct state {
     struct cfg c;
     st_rng rng;
     char *work, *dir, *keyfile, *anchor;
+    char *aopt[8];            /* the anchor options, NULL-terminated */
     uint8_t key[TALLY_KEY_BYTES];
     const char *policy;       /* of the current run */
     /* links of the records present at the last check: never to change */
@@ -129,7 +136,8 @@ static void usage(void)
     fprintf(stderr, "usage: stress-crashloop-workers --with "
             "checkpointer|compactor|tallyd --tally PATH [--tallyd PATH] "
             "--kills N [--seed S] [--max-ms M] [--fresh-every K] "
-            "[--segment-size B] [--workdir DIR]\n");
+            "[--segment-size B] [--workdir DIR] "
+            "[--rpc URL --contract ADDR --from ADDR]\n");
     exit(2);
 }
 
@@ -185,10 +193,23 @@ static void new_journal(struct state *s)
     /* one anchor file per journal: a new journal has the same id (same key
      * and name), and the old anchor would make it look rolled back */
     s->anchor = xasprintf("%s/anchor%u", s->work, s->journals);
+    if (s->c.rpc) {
+        char *a[] = { "--rpc", (char *)s->c.rpc, "--contract",
+                      (char *)s->c.contract, "--from", (char *)s->c.from,
+                      NULL };
+        memcpy(s->aopt, a, sizeof a);
+    } else {
+        char *a[] = { "--anchor-file", s->anchor, NULL };
+        memcpy(s->aopt, a, sizeof a);
+    }
+    /* and on a chain, whose counter per journal id never goes back, a
+     * name of its own (the seed tells this run's from another's) */
+    char *name = xasprintf("crash-%" PRIu64 "-%u", s->c.seed, s->journals);
     char *init[] = { (char *)s->c.tally, "init", s->dir, "--key-file",
                      s->keyfile, "--segment-size", (char *)s->c.segment_size,
-                     NULL };
+                     "--name", name, NULL };
     run_ok(init, "tally init");
+    free(name);
     s->journals++;
     s->nlinks = 0;
     s->nacked = 0;
@@ -597,8 +618,12 @@ static uint64_t walk(struct state *s, unsigned flags, const char *when)
 static int status_fresh(struct state *s, const char *when, uint64_t *ret_seq)
 {
     char *out = NULL, *err = NULL;
-    char *argv[] = { (char *)s->c.tally, "status", s->dir, "--anchor-file",
-                     s->anchor, "--key-file", s->keyfile, "--json", NULL };
+    char *argv[16] = { (char *)s->c.tally, "status", s->dir, "--key-file",
+                       s->keyfile, "--json" };
+    int n = 6;
+    for (int i = 0; s->aopt[i]; i++)
+        argv[n++] = s->aopt[i];
+    argv[n] = NULL;
     int rc = st_run(argv, &out, &err, 60000);
     const char *v = strstr(out, "\"verdict\":");
     int fresh = v && strncmp(v + 10, "\"fresh\"", 7) == 0;
@@ -632,14 +657,17 @@ static void cp_run_and_kill(struct state *s, unsigned ms)
     int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (errfd < 0)
         st_fail("open %s: %s", errpath, strerror(errno));
-    char *argv[] = { (char *)s->c.tally, "append", s->dir, "--key-file",
-                     s->keyfile, "--sync", (char *)s->policy, "--ack",
-                     "--checkpoint-every", "1", "--anchor-file", s->anchor,
-                     NULL, NULL, NULL };
+    char *argv[24] = { (char *)s->c.tally, "append", s->dir, "--key-file",
+                       s->keyfile, "--sync", (char *)s->policy, "--ack",
+                       "--checkpoint-every", "1" };
+    int an = 10;
+    for (int i = 0; s->aopt[i]; i++)
+        argv[an++] = s->aopt[i];
     if (strcmp(s->policy, "interval") == 0) {
-        argv[12] = "--interval-ms";
-        argv[13] = "20";
+        argv[an++] = "--interval-ms";
+        argv[an++] = "20";
     }
+    argv[an] = NULL;
     pid_t pid = st_spawn(argv, pin[0], pout[1], errfd);
     close(pin[0]);
     close(pout[1]);
@@ -780,8 +808,7 @@ static void cp_kill(struct state *s)
         s->status_before_fresh++;
     else
         s->status_before_noverdict++;
-    char *extra[] = { "--anchor-file", s->anchor, NULL };
-    recover(s, extra);
+    recover(s, s->aopt);
     verify_after(s);
     if (status_fresh(s, "after recovery", &aseq) <= 0)
         st_fail("kill %u: tally status after recovery gave no verdict",
@@ -1291,6 +1318,9 @@ int main(int argc, char **argv)
         { "fresh-every", required_argument, NULL, 'f' },
         { "segment-size", required_argument, NULL, 'z' },
         { "workdir", required_argument, NULL, 'w' },
+        { "rpc", required_argument, NULL, 'r' },
+        { "contract", required_argument, NULL, 'C' },
+        { "from", required_argument, NULL, 'F' },
         { NULL, 0, NULL, 0 },
     };
     struct state s;
@@ -1320,11 +1350,15 @@ int main(int argc, char **argv)
         case 'f': s.c.fresh_every = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'z': s.c.segment_size = optarg; break;
         case 'w': s.c.workdir = optarg; break;
+        case 'r': s.c.rpc = optarg; break;
+        case 'C': s.c.contract = optarg; break;
+        case 'F': s.c.from = optarg; break;
         default: usage();
         }
     }
     if (!s.c.mode || !s.c.tally || s.c.kills == 0 || optind != argc ||
-        (s.c.mode == M_TALLYD && !s.c.tallyd))
+        (s.c.mode == M_TALLYD && !s.c.tallyd) ||
+        (s.c.rpc && (!s.c.contract || !s.c.from || s.c.mode != M_CHECKPOINTER)))
         usage();
     if (s.c.max_ms == 0)
         s.c.max_ms = s.c.mode == M_CHECKPOINTER ? 2500 : 400;
@@ -1395,16 +1429,17 @@ int main(int argc, char **argv)
                 ck_kill(&s);
         }
         if (s.c.mode == M_CHECKPOINTER)
-            printf("crashloop-workers with=checkpointer kills=%u journals=%u "
-                   "acked=%" PRIu64 " records_max=%" PRIu64 " rounds=%" PRIu64
-                   " anchors=%u "
+            printf("crashloop-workers with=checkpointer target=%s kills=%u "
+                   "journals=%u acked=%" PRIu64 " records_max=%" PRIu64
+                   " rounds=%" PRIu64 " anchors=%u "
                    "anchored_max=%" PRIu64 " checkpoint_records=%" PRIu64
                    " status_before_fresh=%u status_before_no_verdict=%u "
                    "anchor_tmp_left=%u torn_tails=%u "
                    "torn_reported_as_damage=%u cuts=%u recovery_kills=%u "
                    "ahead=0 lost=0 seed=%" PRIu64 "\n",
-                   s.kills_done, s.journals, s.acked_total, s.records_max,
-                   s.rounds_reported, s.anchors_seen, s.anchored_max, s.checkpoint_records,
+                   s.c.rpc ? "chain" : "file", s.kills_done, s.journals,
+                   s.acked_total, s.records_max, s.rounds_reported,
+                   s.anchors_seen, s.anchored_max, s.checkpoint_records,
                    s.status_before_fresh, s.status_before_noverdict,
                    s.anchor_tmp_left, s.torn_seen, s.misreported, s.cuts,
                    s.recover_kills, s.c.seed);
