@@ -347,7 +347,21 @@ typedef struct tally_checkpointer_options {
      * backoff_max_ms (0: 500 ms and 30 s). */
     uint32_t backoff_min_ms;
     uint32_t backoff_max_ms;
+    /* The gather window of anchored appends. Before a round takes the head
+     * it waits until the waiters the last round released have left, no
+     * anchored append is between its tally_append and its wait, and none
+     * has arrived for gather_quiet_ms (0: 1 ms); at most gather_ms (0:
+     * 10 ms) and at most a tenth of the last anchoring round. Without it a
+     * round that starts the instant the previous one ends misses the
+     * records the appenders it released are about to write, and they wait
+     * a second round (two blocks instead of one). It costs nothing while no
+     * anchored append is in flight, and never delays plain tally_append.
+     * TALLY_CHECKPOINTER_NO_GATHER: take the head at once. */
+    uint32_t gather_ms;
+    uint32_t gather_quiet_ms;
 } tally_checkpointer_options;
+
+#define TALLY_CHECKPOINTER_NO_GATHER UINT32_MAX
 
 /* Starts the background thread. t, dir and target must outlive it; the
  * target's tally_eth handle is used by this thread only until stop. */
