@@ -238,21 +238,35 @@ typedef struct cover {
     uint64_t first_seq, last_seq; /* 0, 0: no record */
 } cover;
 
-/* 1 if the file of w holds only zero bytes from off to its end. */
-static bool zero_from(ti_walk *w, uint64_t off)
+/* A file passed over as a leftover of an interrupted merge must still be
+ * named after its first segment (ti_seg_file_check, the rule of recovery
+ * and of every reader): one that holds later segments under an earlier
+ * name would otherwise hide their records from the cover. */
+static int check_leftover(int dirfd, const ti_meta *m, const char *name,
+                          tally_epoch_report *rep)
 {
-    uint8_t buf[4096];
-    for (;;) {
-        ssize_t n = ti_pread_full(w->rf.fd, buf, sizeof buf, off);
-        if (n < 0)
-            return false;
-        if (n == 0)
-            return true;
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i])
-                return false;
-        off += (uint64_t)n;
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        ti_msg(rep->message, sizeof rep->message, "%s: cannot open", name);
+        return rc;
     }
+    uint8_t b[TF_SEG_HEADER_BYTES];
+    ssize_t n = ti_pread_full(fd, b, sizeof b, 0);
+    close(fd);
+    ti_seg_hdr h;
+    const char *why = "segment header incomplete";
+    if (n < 0) {
+        ti_msg(rep->message, sizeof rep->message, "%s: read error", name);
+        return (int)n;
+    }
+    if ((size_t)n != sizeof b || ti_seg_header_parse(b, &h, &why) < 0 ||
+        ti_seg_file_check(m, &h, name, &why) < 0) {
+        ti_msg(rep->message, sizeof rep->message, "%s: offset 0: %s", name,
+               why);
+        return TALLY_EINTEGRITY;
+    }
+    return 0;
 }
 
 /* Walks every segment (structure only, as the iterator does, skipping the
@@ -277,8 +291,10 @@ static int scan_cover(int dirfd, const ti_meta *m, cover *cv,
     for (size_t i = 0; i < n && rc == 0; i++) {
         uint64_t no = 0;
         (void)ti_seg_parse_name(names[i], &no);
-        if (w.segment_no > 0 && no <= w.segment_no)
+        if (w.segment_no > 0 && no <= w.segment_no) {
+            rc = check_leftover(dirfd, m, names[i], rep);
             continue;
+        }
         rc = ti_walk_open_file(&w, dirfd, names[i]);
         if (rc < 0) {
             ti_msg(rep->message, sizeof rep->message, "%s: cannot open",
@@ -287,6 +303,15 @@ static int scan_cover(int dirfd, const ti_meta *m, cover *cv,
         }
         for (;;) {
             int ev = ti_walk_next(&w);
+            const char *why = NULL;
+            if (ev == TI_EV_SEGMENT && w.frame_off == 0 &&
+                ti_seg_file_check(m, &w.seg, names[i], &why) < 0) {
+                rc = TALLY_EINTEGRITY;
+                ti_msg(rep->message, sizeof rep->message, "%s: offset 0: %s",
+                       names[i], why);
+                break;
+            }
+            int d = 0;
             if (ev == TI_EV_SEGMENT) {
                 idx = -1;
                 for (uint16_t k = 0; k < m->epoch_count; k++)
@@ -306,18 +331,20 @@ static int scan_cover(int dirfd, const ti_meta *m, cover *cv,
                 cv[idx].last_seq = w.fh.seq;
             } else if (ev == TI_EV_EOF) {
                 break;
-            } else if (i + 1 == n &&
-                       (ev == TI_EV_TORN ||
-                        (ev == TI_EV_BAD && zero_from(&w, w.frame_off)))) {
-                /* The tail of the last file: torn, or zero bytes the
-                 * writer reserved. Recovery cuts both at the next open. */
+            } else if (i + 1 == n && ev > 0 &&
+                       ((d = ti_tail_decide(&w, &why)) == TI_TAIL_END ||
+                        d == TI_TAIL_TORN)) {
+                /* The tail of the last file: zero bytes the writer
+                 * reserved, or a torn tail; recovery cuts both at the next
+                 * open (the same decision, FORMAT.md §6). */
                 break;
             } else {
-                rc = ev < 0 ? ev : TALLY_EINTEGRITY;
+                rc = ev < 0 ? ev : d < 0 ? d : TALLY_EINTEGRITY;
                 ti_msg(rep->message, sizeof rep->message,
-                       "%s: offset %llu: %s", names[i],
+                       "%s: offset %llu: %s%s%s%s", names[i],
                        (unsigned long long)w.frame_off,
-                       w.why ? w.why : "read error");
+                       w.why ? w.why : "read error", why ? " (" : "",
+                       why ? why : "", why ? ")" : "");
                 break;
             }
         }
