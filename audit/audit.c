@@ -102,8 +102,7 @@ typedef struct audit {
     ti_aead aead;
     bool seg_key;
     /* files */
-    char **names;
-    size_t n, idx;
+    ti_files files;
     char cur[TF_SEG_NAME_LEN + 1];
     uint64_t cur_no;
     uint64_t bytes_done_files; /* bytes of the files finished */
@@ -279,11 +278,11 @@ static int first_header(int dirfd, const char *name, ti_seg_hdr *ret)
  * before from, by binary search over the first headers. */
 static int find_start_file(audit *a, size_t *ret)
 {
-    size_t lo = 0, hi = a->n; /* answer in [lo, hi) */
+    size_t lo = 0, hi = a->files.n; /* answer in [lo, hi) */
     while (hi - lo > 1) {
         size_t mid = lo + (hi - lo) / 2;
         ti_seg_hdr h;
-        int rc = first_header(a->dirfd, a->names[mid], &h);
+        int rc = first_header(a->dirfd, a->files.names[mid], &h);
         if (rc < 0)
             return rc;
         if (rc == 0 || h.first_seq > a->from)
@@ -830,65 +829,12 @@ static int bad_event(audit *a, int ev)
 
 /* ---- the files ------------------------------------------------------------- */
 
-/* A listed file vanished (removed as an empty last segment, or merged into
- * an earlier file by the compactor, FORMAT.md §11.4): re-list and open the
- * file that holds the next segment. 1 open, 0 none (go on with the list),
- * <0 error. The reader's reopen_vanished does the same for the iterator. */
-static int reopen_vanished(audit *a)
-{
-    ti_walk *w = &a->w;
-    uint64_t want = w->segment_no + 1;
-    for (int attempt = 0; attempt < 16; attempt++) {
-        char **names;
-        size_t n;
-        int rc = ti_seg_list(a->dirfd, &names, &n);
-        if (rc < 0)
-            return rc;
-        ti_seg_list_free(a->names, a->n);
-        a->names = names;
-        a->n = n;
-        size_t k = 0;
-        while (k < n && name_no(names[k]) <= want)
-            k++;
-        a->idx = k;
-        bool vanished = false;
-        for (size_t j = k; j-- > 0;) {
-            uint64_t no = name_no(names[j]);
-            if (no > w->segment_no) {
-                a->idx = j;
-                return 0;
-            }
-            rc = ti_walk_open_file(w, a->dirfd, names[j]);
-            if (rc == -ENOENT) {
-                vanished = true;
-                break;
-            }
-            if (rc < 0)
-                return rc;
-            rc = ti_walk_skip_to_segment(w, want);
-            if (rc < 0)
-                return rc;
-            if (rc == 1) {
-                snprintf(a->cur, sizeof a->cur, "%s", names[j]);
-                a->cur_no = no;
-                a->idx = k;
-                return 1;
-            }
-            ti_rfile_close(&w->rf);
-            w->file_open = false;
-        }
-        if (!vanished)
-            return 0;
-    }
-    return -EAGAIN;
-}
-
 /* Opens the next listed file. 1 open, 0 no more files, <0 failure. */
 static int next_file(audit *a)
 {
     ti_walk *w = &a->w;
-    while (a->idx < a->n) {
-        const char *name = a->names[a->idx++];
+    while (a->files.idx < a->files.n) {
+        const char *name = a->files.names[a->files.idx++];
         uint64_t no = name_no(name);
         /* A leftover of an interrupted merge: its segments were already
          * read from the merged file. */
@@ -898,12 +844,13 @@ static int next_file(audit *a)
         a->cur_no = no;
         int rc = ti_walk_open_file(w, a->dirfd, name);
         if (rc == -ENOENT) {
-            rc = reopen_vanished(a);
+            rc = ti_walk_reopen_vanished(w, a->dirfd, &a->files, a->cur);
             if (rc < 0)
                 return fail(a, rc, TALLY_AUDIT_IO, name, 0, w->next_seq,
                             "cannot find the file holding segment %" PRIu64,
                             w->segment_no + 1);
             if (rc == 1) {
+                a->cur_no = name_no(a->cur);
                 a->rep->files++;
                 return 1;
             }
@@ -916,33 +863,6 @@ static int next_file(audit *a)
         return 1;
     }
     return 0;
-}
-
-/* Adds the segment files created since the listing (names after the last
- * one listed). 1 if there are new ones, 0 none, <0 error. */
-static int more_files(audit *a)
-{
-    char **names;
-    size_t n;
-    int rc = ti_seg_list(a->dirfd, &names, &n);
-    if (rc < 0)
-        return rc;
-    const char *last = a->n ? a->names[a->n - 1] : "";
-    size_t first_new = 0;
-    while (first_new < n && strcmp(names[first_new], last) <= 0)
-        first_new++;
-    if (first_new == n) {
-        ti_seg_list_free(names, n);
-        return 0;
-    }
-    ti_seg_list_free(a->names, a->n);
-    for (size_t i = 0; i < first_new; i++)
-        free(names[i]);
-    memmove(names, names + first_new, (n - first_new) * sizeof *names);
-    a->names = names;
-    a->n = n - first_new;
-    a->idx = 0;
-    return 1;
 }
 
 static void close_file(audit *a)
@@ -1007,7 +927,7 @@ static int probe_tail(audit *a)
             if (rc == 0 && !relisted) {
                 /* Files a writer started since the listing. */
                 relisted = true;
-                rc = more_files(a);
+                rc = ti_files_more(&a->files, a->dirfd);
                 if (rc < 0)
                     return rc;
                 if (rc > 0)
@@ -1032,7 +952,8 @@ static int probe_tail(audit *a)
             close_file(a);
             continue;
         }
-        if (ev == TI_EV_TORN && a->idx >= a->n && mono_ns() < deadline) {
+        if (ev == TI_EV_TORN && a->files.idx >= a->files.n &&
+            mono_ns() < deadline) {
             /* Perhaps a write in progress: read it again shortly. */
             w->pos = pos;
             w->rf.len = 0;
@@ -1119,7 +1040,7 @@ static int walk_all(audit *a)
             close_file(a);
             continue;
         case TI_EV_TORN:
-            if (a->idx < a->n)
+            if (a->files.idx < a->files.n)
                 return bad_event(a, ev);
             return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_TAIL, a->cur,
                         w->frame_off, w->next_seq,
@@ -1279,7 +1200,7 @@ static void audit_free(audit *a)
         sodium_free(a->dks);
     free(a->dk_ok);
     ti_aead_free(&a->aead);
-    ti_seg_list_free(a->names, a->n);
+    ti_seg_list_free(a->files.names, a->files.n);
     ti_walk_free(&a->w);
     if (a->work.p)
         sodium_memzero(a->work.p, a->work.cap);
@@ -1384,13 +1305,13 @@ static int run(audit *a)
                     "--from %" PRIu64 " is after the head (seq %" PRIu64 ")",
                     a->from, head.seq);
 
-    rc = ti_seg_list(a->dirfd, &a->names, &a->n);
+    rc = ti_seg_list(a->dirfd, &a->files.names, &a->files.n);
     if (rc < 0)
         return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, 0,
                     "cannot list the segment files");
-    for (size_t i = 0; i < a->n; i++) {
+    for (size_t i = 0; i < a->files.n; i++) {
         struct stat st;
-        if (fstatat(a->dirfd, a->names[i], &st, 0) == 0)
+        if (fstatat(a->dirfd, a->files.names[i], &st, 0) == 0)
             a->bytes_total += (uint64_t)st.st_size;
     }
     a->ring_seq = calloc(RING_N, sizeof *a->ring_seq);
@@ -1404,10 +1325,10 @@ static int run(audit *a)
         if (rc < 0)
             return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, 0,
                         "cannot read the segment headers");
-        a->idx = start;
+        a->files.idx = start;
         for (size_t i = 0; i < start; i++) {
             struct stat st;
-            if (fstatat(a->dirfd, a->names[i], &st, 0) == 0)
+            if (fstatat(a->dirfd, a->files.names[i], &st, 0) == 0)
                 a->bytes_total -= (uint64_t)st.st_size;
         }
         a->w.started = false;

@@ -29,8 +29,7 @@ struct tally_iter {
     bool seg_key;        /* the current segment's key is installed */
     bool rechecked;      /* the end of this file was read again */
     bool rechecked_more; /* ... after a listing that showed a later file */
-    char **names;
-    size_t n, idx;
+    ti_files files;
     char cur[TF_SEG_NAME_LEN + 1];
     uint64_t cur_no;
     ti_walk w;
@@ -67,7 +66,7 @@ void tally_iter_free(tally_iter *it)
     }
     free(it->dk_ok);
     ti_aead_free(&it->aead);
-    ti_seg_list_free(it->names, it->n);
+    ti_seg_list_free(it->files.names, it->files.n);
     ti_walk_free(&it->w);
     if (it->work.p)
         sodium_memzero(it->work.p, it->work.cap);
@@ -136,7 +135,7 @@ static int iter_open(tally_iter **ret, const char *dir,
             it->dk_ok[i] = true;
         }
     }
-    rc = ti_seg_list(it->dirfd, &it->names, &it->n);
+    rc = ti_seg_list(it->dirfd, &it->files.names, &it->files.n);
     if (rc < 0) {
         ti_msg(err, errlen, "%s: cannot list segment files", dir);
         goto fail;
@@ -183,13 +182,21 @@ void tally_iter_id(const tally_iter *it, uint8_t ret_id[static TALLY_ID_BYTES])
  * over). Returns 1 if there is a next file to read. */
 static int more_files(tally_iter *it)
 {
-    if (it->idx < it->n)
+    if (it->files.idx < it->files.n)
         return 1;
+    return ti_files_more(&it->files, it->dirfd) > 0;
+}
+
+/* Shared with the audit (tally-internal.h): one way to follow a writer
+ * that rolls over. */
+int ti_files_more(ti_files *f, int dirfd)
+{
     char **names;
     size_t n;
-    if (ti_seg_list(it->dirfd, &names, &n) < 0)
-        return 0;
-    const char *last = it->n ? it->names[it->n - 1] : "";
+    int rc = ti_seg_list(dirfd, &names, &n);
+    if (rc < 0)
+        return rc;
+    const char *last = f->n ? f->names[f->n - 1] : "";
     size_t first_new = 0;
     while (first_new < n && strcmp(names[first_new], last) <= 0)
         first_new++;
@@ -197,14 +204,14 @@ static int more_files(tally_iter *it)
         ti_seg_list_free(names, n);
         return 0;
     }
-    ti_seg_list_free(it->names, it->n);
+    ti_seg_list_free(f->names, f->n);
     /* Keep only the new names; idx restarts at them. */
     for (size_t i = 0; i < first_new; i++)
         free(names[i]);
     memmove(names, names + first_new, (n - first_new) * sizeof *names);
-    it->names = names;
-    it->n = n - first_new;
-    it->idx = 0;
+    f->names = names;
+    f->n = n - first_new;
+    f->idx = 0;
     return 1;
 }
 
@@ -215,39 +222,33 @@ static uint64_t name_no(const char *name)
     return no;
 }
 
-/* A listed file vanished. Either it was an empty last segment (removed by
- * the writer), or the compactor merged it into an earlier file and removed
- * it (FORMAT.md §11.4): the segments it held now sit in the file named by
- * the first segment of the merged run. Re-lists the directory and opens the
- * file that holds segment segment_no + 1, positioned at its header: the
- * greatest file number <= it, or, while leftovers of an interrupted merge
- * are being removed, an earlier one. 1: the walker is open on it; 0: no
- * file holds it, carry on with the listing from there; <0: error. */
-static int reopen_vanished(tally_iter *it)
+/* Shared with the audit (tally-internal.h): one way to find the segments
+ * of a file the compactor merged away (FORMAT.md §11.4). */
+int ti_walk_reopen_vanished(ti_walk *w, int dirfd, ti_files *f,
+                            char cur[TF_SEG_NAME_LEN + 1])
 {
-    ti_walk *w = &it->w;
     uint64_t want = w->segment_no + 1;
     for (int attempt = 0; attempt < 16; attempt++) {
         char **names;
         size_t n;
-        int rc = ti_seg_list(it->dirfd, &names, &n);
+        int rc = ti_seg_list(dirfd, &names, &n);
         if (rc < 0)
             return rc;
-        ti_seg_list_free(it->names, it->n);
-        it->names = names;
-        it->n = n;
+        ti_seg_list_free(f->names, f->n);
+        f->names = names;
+        f->n = n;
         size_t k = 0;
         while (k < n && name_no(names[k]) <= want)
             k++;
-        it->idx = k; /* files after the holder */
+        f->idx = k; /* files after the holder */
         bool vanished = false;
         for (size_t j = k; j-- > 0;) {
             uint64_t no = name_no(names[j]);
             if (no > w->segment_no) {
-                it->idx = j; /* a file not read yet: open it as usual */
+                f->idx = j; /* a file not read yet: open it as usual */
                 return 0;
             }
-            rc = ti_walk_open_file(w, it->dirfd, names[j]);
+            rc = ti_walk_open_file(w, dirfd, names[j]);
             if (rc == -ENOENT) {
                 vanished = true;
                 break;
@@ -258,10 +259,8 @@ static int reopen_vanished(tally_iter *it)
             if (rc < 0)
                 return rc;
             if (rc == 1) {
-                ti_msg(it->cur, sizeof it->cur, "%s", names[j]);
-                it->cur_no = no;
-                it->idx = k;
-                it->rechecked = false;
+                ti_msg(cur, TF_SEG_NAME_LEN + 1, "%s", names[j]);
+                f->idx = k;
                 return 1;
             }
             ti_rfile_close(&w->rf);
@@ -283,8 +282,8 @@ static int reopen_vanished(tally_iter *it)
 static int seek_snapshot(tally_iter *it)
 {
     ti_walk *w = &it->w;
-    for (size_t i = it->n; i-- > 0;) {
-        int rc = ti_walk_open_file(w, it->dirfd, it->names[i]);
+    for (size_t i = it->files.n; i-- > 0;) {
+        int rc = ti_walk_open_file(w, it->dirfd, it->files.names[i]);
         if (rc == -ENOENT)
             continue; /* merged away: its records are in an earlier file */
         if (rc < 0)
@@ -320,9 +319,9 @@ static int seek_snapshot(tally_iter *it)
         memcpy(w->link, prev, 32);
         w->seg = seg;
         w->segment_no = seg.segment_no;
-        ti_msg(it->cur, sizeof it->cur, "%s", it->names[i]);
-        it->cur_no = name_no(it->names[i]);
-        it->idx = i + 1;
+        ti_msg(it->cur, sizeof it->cur, "%s", it->files.names[i]);
+        it->cur_no = name_no(it->files.names[i]);
+        it->files.idx = i + 1;
         if (it->from_seq < seq)
             it->from_seq = seq;
         return 1;
@@ -330,7 +329,7 @@ static int seek_snapshot(tally_iter *it)
     /* None: read from the start. */
     ti_walk_free(w);
     ti_walk_init(w, it->meta.jid, it->meta.cipher);
-    it->idx = 0;
+    it->files.idx = 0;
     return 0;
 }
 
@@ -460,7 +459,7 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
         if (!w->file_open) {
             if (!more_files(it))
                 return 0;
-            const char *name = it->names[it->idx++];
+            const char *name = it->files.names[it->files.idx++];
             uint64_t no;
             (void)ti_seg_parse_name(name, &no);
             ti_msg(it->cur, sizeof it->cur, "%s", name);
@@ -479,11 +478,16 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
             if (rc == -ENOENT) {
                 /* Removed since the listing: an empty segment, or merged
                  * into an earlier file by the compactor. */
-                rc = reopen_vanished(it);
+                rc = ti_walk_reopen_vanished(w, it->dirfd, &it->files,
+                                             it->cur);
                 if (rc < 0)
                     return iter_fail(it, rc, 0, w->next_seq,
                                      "cannot find the file holding the next "
                                      "segment");
+                if (rc == 1) {
+                    it->cur_no = name_no(it->cur);
+                    it->rechecked = false;
+                }
                 continue;
             }
             if (rc < 0)

@@ -354,6 +354,35 @@ enum {
 };
 int ti_tail_decide(ti_walk *w, const char **why);
 
+/* ---- going through a journal's files without the lock (reader.c) ---------
+ * What the iterator (and verify) and the audit share, so that they read
+ * the same files the same way while a writer rolls over and a compactor
+ * merges files (FORMAT.md §1, §11.4). */
+
+/* The segment files a reader goes through, in name order (ti_seg_list). */
+typedef struct ti_files {
+    char **names;
+    size_t n;
+    size_t idx; /* the next one to open */
+} ti_files;
+
+/* Picks up the files created since the listing (names after the last one
+ * listed: a live writer rolled over) and keeps only those; idx restarts at
+ * them. 1 there are new ones, 0 none, <0 error. */
+int ti_files_more(ti_files *f, int dirfd);
+
+/* A listed file vanished when the walker came to open it: an empty last
+ * segment removed by the writer, or a file the compactor merged into an
+ * earlier one (§11.4), whose segments now sit in the file named by the
+ * first segment of the merged run. Lists the directory again (into f) and
+ * opens the file that holds segment w->segment_no + 1: the greatest file
+ * number <= it, or, while the leftovers of an interrupted merge are being
+ * removed, an earlier one. 1: w is open on it, positioned at that header,
+ * and cur holds its name; 0: no file holds it, carry on with f->idx; <0
+ * error (-EAGAIN: the directory kept changing). */
+int ti_walk_reopen_vanished(ti_walk *w, int dirfd, ti_files *f,
+                            char cur[TF_SEG_NAME_LEN + 1]);
+
 /* ---- the compactor's view of a writer handle (compact/, FORMAT.md §11) ---- */
 
 /* What the compactor needs from an open writer: a dup of its directory fd
