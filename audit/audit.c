@@ -104,7 +104,6 @@ typedef struct audit {
     /* files */
     ti_files files;
     char cur[TF_SEG_NAME_LEN + 1];
-    uint64_t cur_no;
     uint64_t bytes_done_files; /* bytes of the files finished */
     uint64_t bytes_total;
     ti_walk w;
@@ -247,13 +246,6 @@ static int install_segment_key(audit *a)
         return 0;
     }
     return 0;
-}
-
-static uint64_t name_no(const char *name)
-{
-    uint64_t no = 0;
-    (void)ti_seg_parse_name(name, &no);
-    return no;
 }
 
 /* The first segment header of a file: 1 and *ret, 0 if it has none that
@@ -816,9 +808,10 @@ static int bad_event(audit *a, int ev)
                     why);
     if (ev == TI_EV_TORN)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_FRAME, a->cur,
-                    w->frame_off, seq,
-                    "%s in the middle of the journal (a later file follows)",
-                    why);
+                    w->frame_off, seq, "%s %s", why,
+                    a->files.idx < a->files.n
+                        ? "in the middle of the journal (a later file follows)"
+                        : "at the end of the journal");
     if (w->header_bad)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_FRAME, a->cur,
                     w->frame_off, seq, "frame header: %s (FORMAT.md §4.2)",
@@ -835,13 +828,26 @@ static int next_file(audit *a)
     ti_walk *w = &a->w;
     while (a->files.idx < a->files.n) {
         const char *name = a->files.names[a->files.idx++];
-        uint64_t no = name_no(name);
+        uint64_t no = 0;
+        (void)ti_seg_parse_name(name, &no);
         /* A leftover of an interrupted merge: its segments were already
-         * read from the merged file. */
-        if (w->segment_no > 0 && no <= w->segment_no)
+         * read from the merged file (FORMAT.md §11.4), provided it is
+         * named after its first segment, as the iterator checks. */
+        if (w->segment_no > 0 && no <= w->segment_no) {
+            uint64_t seq = 0;
+            const char *why;
+            int rc = ti_seg_leftover_check(a->dirfd, &a->meta, name, &seq,
+                                           &why);
+            if (rc == TALLY_EINTEGRITY)
+                return fail(a, rc, TALLY_AUDIT_SEGMENT_HEADER, name, 0, seq,
+                            "segment header of a file passed over as a "
+                            "leftover of a compaction merge: %s", why);
+            if (rc < 0)
+                return fail(a, rc, TALLY_AUDIT_IO, name, 0, w->next_seq,
+                            "%s: %s", why, tally_strerror(rc));
             continue;
+        }
         snprintf(a->cur, sizeof a->cur, "%s", name);
-        a->cur_no = no;
         int rc = ti_walk_open_file(w, a->dirfd, name);
         if (rc == -ENOENT) {
             rc = ti_walk_reopen_vanished(w, a->dirfd, &a->files, a->cur);
@@ -850,7 +856,6 @@ static int next_file(audit *a)
                             "cannot find the file holding segment %" PRIu64,
                             w->segment_no + 1);
             if (rc == 1) {
-                a->cur_no = name_no(a->cur);
                 a->rep->files++;
                 return 1;
             }
@@ -877,14 +882,16 @@ static int segment(audit *a)
 {
     ti_walk *w = &a->w;
     tally_audit_report *r = a->rep;
-    if (w->frame_off == 0 && w->seg.segment_no != a->cur_no)
-        return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_SEGMENT_HEADER, a->cur, 0,
-                    w->seg.first_seq, "segment number %" PRIu64 " differs "
-                    "from the file name", w->seg.segment_no);
-    if (!ti_meta_epoch(&a->meta, w->seg.epoch))
+    /* The rule recovery and the iterator apply (FORMAT.md §1, §4.1): the
+     * first header of a file names it, every header belongs to this
+     * journal's cipher and epochs. */
+    const char *why;
+    if (ti_seg_header_check(&a->meta, &w->seg, a->cur, w->frame_off,
+                            &why) < 0)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_SEGMENT_HEADER, a->cur,
-                    w->frame_off, w->seg.first_seq, "segment epoch %" PRIu32
-                    " unknown to the metadata", w->seg.epoch);
+                    w->frame_off, w->seg.first_seq, "segment header: %s "
+                    "(segment %" PRIu64 ", epoch %" PRIu32 ")", why,
+                    w->seg.segment_no, w->seg.epoch);
     r->segments++;
     if (a->nsegs == a->capsegs) {
         size_t cap = a->capsegs ? 2 * a->capsegs : 64;
@@ -906,11 +913,86 @@ static int segment(audit *a)
     return 0;
 }
 
+/* Appends to the message of the failure just recorded. */
+static void add_note(audit *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void add_note(audit *a, const char *fmt, ...)
+{
+    tally_audit_report *r = a->rep;
+    size_t n = strlen(r->message);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message + n, sizeof r->message - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The bytes from the walker's position to the end of its file. */
+static uint64_t bytes_to_end(const ti_walk *w)
+{
+    struct stat st;
+    uint64_t size = fstat(w->rf.fd, &st) == 0 ? (uint64_t)st.st_size
+                                              : w->frame_off;
+    return size > w->frame_off ? size - w->frame_off : 0;
+}
+
+/* The walker stopped (TI_EV_TORN or TI_EV_BAD) in the last file of the
+ * journal: the one decision of FORMAT.md §6 (ti_tail_decide), which
+ * recovery takes to cut or refuse and verify to report TALLY_ETORN or
+ * TALLY_EINTEGRITY, so that the three agree on the same bytes. Returns a
+ * TI_TAIL_* (*how says why, for DAMAGE), or <0 with an I/O failure
+ * recorded. */
+static int tail_decide(audit *a, const char **how)
+{
+    ti_walk *w = &a->w;
+    int d = ti_tail_decide(w, how);
+    if (d < 0)
+        return fail(a, d, TALLY_AUDIT_IO, a->cur, w->frame_off, w->next_seq,
+                    "read error at the end of the journal: %s",
+                    tally_strerror(d));
+    return d;
+}
+
+/* Records what tail_decide said (d: TORN or DAMAGE) about the walker's
+ * event ev: a torn tail at the place recovery would cut, damage told as
+ * precisely as bad_event can. Returns the failure. */
+static int tail_fail(audit *a, int ev, int d, const char *how)
+{
+    ti_walk *w = &a->w;
+    tally_audit_report *r = a->rep;
+    if (d == TI_TAIL_DAMAGE) {
+        int rc = bad_event(a, ev);
+        if (how)
+            add_note(a, " (%s)", how);
+        return rc;
+    }
+    r->tail_bytes = bytes_to_end(w);
+    const char *what =
+        w->header_bad && !w->in_segment ? "segment header" : "frame";
+    if (w->next_seq > a->stop)
+        return fail(a, TALLY_ETORN, TALLY_AUDIT_TAIL, a->cur, w->frame_off,
+                    w->next_seq, "the tail after the head (seq %" PRIu64
+                    ") is torn: %" PRIu64 " bytes that are not a whole %s "
+                    "(%s); recovery at the next open for writing would cut "
+                    "them",
+                    w->next_seq - 1, r->tail_bytes, what,
+                    w->why ? w->why : "incomplete");
+    /* Before the head read at the start (which does not check every
+     * link): the journal ends here for recovery and verify as well. */
+    return fail(a, TALLY_ETORN, TALLY_AUDIT_TAIL, a->cur, w->frame_off,
+                w->next_seq, "the journal is torn at seq %" PRIu64 ", before "
+                "the head seen when the audit started (seq %" PRIu64 "): %"
+                PRIu64 " bytes that are not a whole %s (%s); recovery at the "
+                "next open for writing would cut them",
+                w->next_seq, r->start_head_seq, r->tail_bytes, what,
+                w->why ? w->why : "incomplete");
+}
+
 /* What follows the audited head. Segment headers are checked as part of
  * the journal (a writer that opened it starts a segment before its first
- * record); a whole frame means a live writer appended after the head; a
- * torn frame is given time to become whole (a write in progress); anything
- * else is damage after the head. */
+ * record); a whole frame means a live writer appended after the head; the
+ * end of the last file is what tail_decide says, a torn tail being given
+ * time to become whole (a write in progress); anything else is damage
+ * after the head. */
 static int probe_tail(audit *a)
 {
     ti_walk *w = &a->w;
@@ -918,7 +1000,7 @@ static int probe_tail(audit *a)
     uint32_t wait_ms = a->opt->tail_wait_ms ? a->opt->tail_wait_ms : 1000;
     uint64_t deadline = mono_ns() + (uint64_t)wait_ms * 1000000u;
     w->nohash = false;
-    bool relisted = false;
+    bool relisted = false, reread = false;
     for (;;) {
         if (!w->file_open) {
             int rc = next_file(a);
@@ -929,12 +1011,14 @@ static int probe_tail(audit *a)
                 relisted = true;
                 rc = ti_files_more(&a->files, a->dirfd);
                 if (rc < 0)
-                    return rc;
+                    return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, w->next_seq,
+                                "cannot list the segment files");
                 if (rc > 0)
                     continue;
             }
             if (rc == 0)
                 return 0; /* nothing after the head */
+            reread = false;
         }
         uint64_t pos = w->pos;
         int ev = ti_walk_next(w);
@@ -952,41 +1036,53 @@ static int probe_tail(audit *a)
             close_file(a);
             continue;
         }
-        if (ev == TI_EV_TORN && a->files.idx >= a->files.n &&
-            mono_ns() < deadline) {
-            /* Perhaps a write in progress: read it again shortly. */
-            w->pos = pos;
-            w->rf.len = 0;
-            struct timespec ts = { 0, 50 * 1000000 };
-            nanosleep(&ts, NULL);
-            continue;
-        }
         if (ev < 0)
             return fail(a, ev, TALLY_AUDIT_IO, a->cur, w->frame_off,
                         w->next_seq, "read error after the head: %s",
                         tally_strerror(ev));
-        if (ev == TI_EV_TORN) {
-            struct stat st;
-            uint64_t size = fstat(w->rf.fd, &st) == 0 ? (uint64_t)st.st_size
-                                                      : w->frame_off;
-            r->tail_bytes = size > w->frame_off ? size - w->frame_off : 0;
-            return fail(a, TALLY_ETORN, TALLY_AUDIT_TAIL, a->cur,
-                        w->frame_off, w->next_seq,
-                        "the tail after the head (seq %" PRIu64 ") is torn: "
-                        "%" PRIu64 " bytes that are not a whole %s (%s); "
-                        "recovery at the next open for writing would cut "
-                        "them",
-                        w->next_seq - 1, r->tail_bytes,
-                        w->header_bad && !w->in_segment ? "segment header"
-                                                        : "frame",
-                        w->why ? w->why : "incomplete");
+        if (a->files.idx >= a->files.n && !reread) {
+            /* The last file listed. A writer seals a file before it
+             * creates the next one: with a later file listed now, this
+             * one is read once more, as the iterator does. */
+            int rc = ti_files_more(&a->files, a->dirfd);
+            if (rc < 0)
+                return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, w->next_seq,
+                            "cannot list the segment files");
+            if (rc > 0) {
+                reread = true;
+                w->pos = pos;
+                ti_rfile_drop(&w->rf);
+                continue;
+            }
+        }
+        int rc;
+        if (a->files.idx < a->files.n) {
+            /* A later file follows: invalid bytes in the middle of the
+             * journal, damage whatever they look like. */
+            rc = bad_event(a, ev);
+        } else {
+            const char *how = NULL;
+            int d = tail_decide(a, &how);
+            if (d < 0)
+                return d;
+            if (d == TI_TAIL_END)
+                return 0; /* the writer's reserved zero tail, or a file
+                           * whose creation was cut short (§4, §6) */
+            if (d == TI_TAIL_TORN && mono_ns() < deadline) {
+                /* Perhaps a write in progress: read it again shortly. */
+                w->pos = pos;
+                ti_rfile_drop(&w->rf);
+                struct timespec ts = { 0, 50 * 1000000 };
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            rc = tail_fail(a, ev, d, how);
+            if (d == TI_TAIL_TORN)
+                return rc;
         }
         /* Invalid bytes right after the head: damage, not a write in
          * progress (a writer's frames are whole or cut short). */
-        int rc = bad_event(a, ev);
-        size_t n = strlen(r->message);
-        snprintf(r->message + n, sizeof r->message - n,
-                 " (right after the head, seq %" PRIu64 ")", a->stop);
+        add_note(a, " (right after the head, seq %" PRIu64 ")", a->stop);
         return rc;
     }
 }
@@ -1040,18 +1136,24 @@ static int walk_all(audit *a)
             close_file(a);
             continue;
         case TI_EV_TORN:
+        case TI_EV_BAD: {
             if (a->files.idx < a->files.n)
                 return bad_event(a, ev);
+            /* The last file ends before the head read at the start: cut
+             * as recovery would cut it, refused as it would refuse. */
+            const char *how = NULL;
+            int d = tail_decide(a, &how);
+            if (d < 0)
+                return d;
+            if (d != TI_TAIL_END)
+                return tail_fail(a, ev, d, how);
             return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_TAIL, a->cur,
                         w->frame_off, w->next_seq,
-                        "the journal ends inside a %s at seq %" PRIu64
-                        ", before the head seen when the audit started (seq %"
-                        PRIu64 ")",
-                        w->header_bad && !w->in_segment ? "segment header"
-                                                        : "frame",
-                        w->next_seq, a->stop);
-        case TI_EV_BAD:
-            return bad_event(a, ev);
+                        "the journal ends at seq %" PRIu64 ", before the "
+                        "head seen when the audit started (seq %" PRIu64
+                        "): changed during the audit?",
+                        w->next_seq - 1, a->rep->start_head_seq);
+        }
         default:
             return fail(a, ev, TALLY_AUDIT_IO, a->cur, w->frame_off,
                         w->next_seq, "read error: %s", tally_strerror(ev));

@@ -109,7 +109,9 @@ typedef enum tally_audit_where {
     TALLY_AUDIT_RECORD,         /* with the key: tag, envelope, payload */
     TALLY_AUDIT_CHECKPOINT,     /* a CHECKPOINT record's content vs the journal */
     TALLY_AUDIT_COMPACTION,     /* a COMPACTION record's content vs the journal */
-    TALLY_AUDIT_TAIL,           /* after the audited head: torn or damaged */
+    TALLY_AUDIT_TAIL,           /* the end of the journal: torn (FORMAT.md §6: recovery
+                                   would cut it, verify says TALLY_ETORN), or ending
+                                   before the head read at the start */
     TALLY_AUDIT_ANCHOR,         /* the anchor target or bundle vs the journal */
     TALLY_AUDIT_EVIDENCE,       /* the bundle itself does not verify */
     TALLY_AUDIT_IO,             /* a file could not be read */
@@ -187,7 +189,7 @@ typedef struct tally_audit_report {
     uint64_t start_head_seq;    /* tally_read_head before reading */
     int live;                   /* a writer appended during the audit */
     uint64_t end_head_seq;      /* the head seen at the end (live) */
-    uint64_t tail_bytes;        /* bytes after the audited head, at the end */
+    uint64_t tail_bytes;        /* a torn tail: its bytes, to the end of the file */
 
     /* anchors recorded in the journal (CHECKPOINT records) */
     uint64_t checkpoints;

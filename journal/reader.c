@@ -421,30 +421,54 @@ static int emit(tally_iter *it, tally_record *ret)
     return 1;
 }
 
-/* A file skipped as a leftover (its name is not above the last segment
- * read): its first segment header must check like any file's first header
- * (ti_seg_file_check, as at recovery), so that a file that holds later
- * segments under a wrong name is not passed over. 0 or the iterator's
- * error. */
-static int check_leftover(tally_iter *it, const char *name)
+/* Shared with the audit (tally-internal.h), as the rule recovery applies:
+ * the first header of a file against its name, the others against all but
+ * the name. */
+int ti_seg_header_check(const ti_meta *m, const ti_seg_hdr *h,
+                        const char *name, uint64_t off, const char **why)
 {
-    int fd = openat(it->dirfd, name, O_RDONLY | O_CLOEXEC);
+    char later[TF_SEG_NAME_LEN + 1];
+    ti_seg_name(later, h->segment_no);
+    return ti_seg_file_check(m, h, off == 0 ? name : later, why);
+}
+
+int ti_seg_leftover_check(int dirfd, const ti_meta *m, const char *name,
+                          uint64_t *ret_seq, const char **why)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
             return 0; /* removed meanwhile by the next compaction */
-        return iter_fail(it, -errno, 0, it->w.next_seq, "cannot open");
+        int rc = -errno;
+        *why = "cannot open";
+        return rc;
     }
     uint8_t b[TF_SEG_HEADER_BYTES];
     ssize_t n = ti_pread_full(fd, b, sizeof b, 0);
     close(fd);
-    if (n < 0)
-        return iter_fail(it, (int)n, 0, it->w.next_seq, "read error");
+    if (n < 0) {
+        *why = "read error";
+        return (int)n;
+    }
     ti_seg_hdr h;
-    const char *why = "segment header incomplete";
-    if ((size_t)n != sizeof b || ti_seg_header_parse(b, &h, &why) < 0 ||
-        ti_seg_file_check(&it->meta, &h, name, &why) < 0)
-        return iter_fail(it, TALLY_EINTEGRITY, 0,
-                         (size_t)n == sizeof b ? le64_get(b + 32) : 0, why);
+    *why = "segment header incomplete";
+    if ((size_t)n != sizeof b || ti_seg_header_parse(b, &h, why) < 0 ||
+        ti_seg_file_check(m, &h, name, why) < 0) {
+        *ret_seq = (size_t)n == sizeof b ? le64_get(b + 32) : 0;
+        return TALLY_EINTEGRITY;
+    }
+    return 0;
+}
+
+/* A file skipped as a leftover: 0 or the iterator's error. */
+static int check_leftover(tally_iter *it, const char *name)
+{
+    uint64_t seq = 0;
+    const char *why;
+    int rc = ti_seg_leftover_check(it->dirfd, &it->meta, name, &seq, &why);
+    if (rc < 0)
+        return iter_fail(it, rc, 0,
+                         rc == TALLY_EINTEGRITY ? seq : it->w.next_seq, why);
     return 0;
 }
 
@@ -499,14 +523,9 @@ int tally_iter_next(tally_iter *it, tally_record *ret)
         case TI_EV_SEGMENT:
             it->rechecked = it->rechecked_more = false;
             {
-                /* The rule recovery applies to the first header of a file
-                 * (name), and to the others (all but the name). */
-                char later[TF_SEG_NAME_LEN + 1];
                 const char *why;
-                ti_seg_name(later, w->seg.segment_no);
-                if (ti_seg_file_check(&it->meta, &w->seg,
-                                      w->frame_off == 0 ? it->cur : later,
-                                      &why) < 0)
+                if (ti_seg_header_check(&it->meta, &w->seg, it->cur,
+                                        w->frame_off, &why) < 0)
                     return iter_fail(it, TALLY_EINTEGRITY, w->frame_off,
                                      w->seg.first_seq, why);
             }

@@ -383,6 +383,22 @@ int ti_files_more(ti_files *f, int dirfd);
 int ti_walk_reopen_vanished(ti_walk *w, int dirfd, ti_files *f,
                             char cur[TF_SEG_NAME_LEN + 1]);
 
+/* The file-name rule (ti_seg_file_check) for a segment header met at
+ * offset off of file name: the first header of a file (off 0) is checked
+ * against the name, a later one (a merged file, §11.3) against all but
+ * the name. 0, or TALLY_EINTEGRITY with *why set. */
+int ti_seg_header_check(const ti_meta *m, const ti_seg_hdr *h,
+                        const char *name, uint64_t off, const char **why);
+
+/* A file passed over as a leftover of an interrupted merge (its number is
+ * not above the last segment read, §11.4): its first segment header must
+ * pass ti_seg_file_check like any file's, so that a file that holds later
+ * segments under an earlier name is not passed over. 0 (also when it was
+ * removed meanwhile); TALLY_EINTEGRITY with *why and *ret_seq (the
+ * header's first_seq, 0 if incomplete); or -errno with *why. */
+int ti_seg_leftover_check(int dirfd, const ti_meta *m, const char *name,
+                          uint64_t *ret_seq, const char **why);
+
 /* ---- the compactor's view of a writer handle (compact/, FORMAT.md §11) ---- */
 
 /* What the compactor needs from an open writer: a dup of its directory fd

@@ -465,6 +465,208 @@ static void test_torn_tail(void **state)
     fixture_free(&fx);
 }
 
+/* ---- the same verdict as verify and recovery (FORMAT.md §6) ------------------ */
+
+/* Zeros bytes [from, to) of path and appends tail zero bytes (the space a
+ * writer reserves in the file it is writing, FORMAT.md §4: what a crash
+ * leaves). */
+static void zero_range(const char *path, uint64_t from, uint64_t to,
+                       size_t tail)
+{
+    size_t len;
+    uint8_t *b = tu_read(path, &len);
+    assert_non_null(b);
+    uint8_t *c = calloc(1, len + tail);
+    assert_non_null(c);
+    memcpy(c, b, len);
+    assert_true(from <= to && to <= len);
+    memset(c + from, 0, (size_t)(to - from));
+    tu_write(path, c, len + tail);
+    free(b);
+    free(c);
+}
+
+/* tally_verify and tally_audit (with and without the key) give want for
+ * the bytes in dir, at the same file, offset and seq; recovery (the next
+ * open for writing) cuts there for TALLY_ETORN, refuses naming that place
+ * for TALLY_EINTEGRITY and cuts nothing for 0. */
+static void expect_same(const char *dir, int want, const char *file,
+                        uint64_t off, uint64_t seq, const char *what)
+{
+    for (int keyed = 0; keyed < 2; keyed++) {
+        tally_verify_report vr;
+        tally_audit_report ar;
+        int vrc = tally_verify(dir, keyed ? key : NULL, &vr);
+        int arc = audit_dir(dir, keyed ? key : NULL, &ar);
+        if (vrc != want || arc != want)
+            fail_msg("%s (%s): verify gave %s (%s), audit %s (%s), expected "
+                     "%s", what, keyed ? "keyed" : "keyless",
+                     tally_strerror(vrc), vr.message, tally_strerror(arc),
+                     ar.message, tally_strerror(want));
+        if (want == 0)
+            continue;
+        if (strcmp(vr.segment, file) != 0 || strcmp(ar.file, file) != 0 ||
+            vr.offset != off || ar.offset != off || vr.seq != seq ||
+            ar.seq != seq)
+            fail_msg("%s (%s): verify at %s offset %llu seq %llu, audit at "
+                     "%s offset %llu seq %llu, expected %s offset %llu seq "
+                     "%llu", what, keyed ? "keyed" : "keyless", vr.segment,
+                     (unsigned long long)vr.offset,
+                     (unsigned long long)vr.seq, ar.file,
+                     (unsigned long long)ar.offset,
+                     (unsigned long long)ar.seq, file,
+                     (unsigned long long)off, (unsigned long long)seq);
+        if (want == TALLY_ETORN)
+            assert_int_equal(ar.where, TALLY_AUDIT_TAIL);
+        assert_int_equal(tally_exit_code(arc), 3);
+    }
+    tally_options o = tu_opts(key);
+    tally *t = NULL;
+    tally_recovery rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = tally_open(&t, dir, &o, &rec);
+    if (want == TALLY_EINTEGRITY) {
+        if (rc == 0)
+            tally_close(t);
+        assert_int_equal(rc, TALLY_EINTEGRITY);
+        char place[96];
+        snprintf(place, sizeof place, "%s: offset %llu, seq %llu", file,
+                 (unsigned long long)off, (unsigned long long)seq);
+        if (!strstr(rec.message, place))
+            fail_msg("%s: recovery refused elsewhere: %s (expected %s)", what,
+                     rec.message, place);
+        return;
+    }
+    if (rc != 0)
+        fail_msg("%s: recovery: %s: %s", what, tally_strerror(rc),
+                 rec.message);
+    if (want == TALLY_ETORN) {
+        assert_string_equal(rec.segment, file);
+        assert_int_equal(rec.cut_first_seq, seq);
+        assert_true(rec.cut_bytes > 0);
+    } else {
+        assert_int_equal(rec.cut_bytes, 0);
+    }
+    assert_int_equal(tally_close(t), 0);
+}
+
+/* The same damaged or torn journal fed to tally_verify, tally_audit and
+ * recovery: the one decision between a torn tail and damage (FORMAT.md §6)
+ * and the file-name rule (§1) give one verdict at one place. The journal:
+ * synced records in several files, then one file written under policy
+ * none: 4 records, a sync, 4 more (the last 4 never synced). */
+static void test_same_verdict(void **state)
+{
+    (void)state;
+    char *base = tu_mkdtemp("audit-same");
+    char dir[4096];
+    tu_path(dir, sizeof dir, base, "j");
+    tally_options o = tu_opts(key);
+    o.segment_size = 4096;
+    o.sync = TALLY_SYNC_ALWAYS;
+    assert_int_equal(tally_init(dir, &o), 0);
+    tally *t;
+    assert_int_equal(tally_open(&t, dir, &o, NULL), 0);
+    append_n(t, 60, "synced");
+    assert_int_equal(tally_close(t), 0);
+    o.sync = TALLY_SYNC_NONE;
+    assert_int_equal(tally_open(&t, dir, &o, NULL), 0);
+    append_n(t, 4, "a");                 /* 61..64 */
+    assert_int_equal(tally_sync(t, 0), 0);
+    append_n(t, 4, "b");                 /* 65..68: never synced */
+    assert_int_equal(tally_close(t), 0);
+    char names[64][32];
+    int n = tu_list_segs(dir, names, 64);
+    assert_true(n >= 4);
+    frame_at f[69];
+    for (uint64_t s = 61; s <= 68; s++) {
+        f[s] = find_frame(dir, s);
+        assert_string_equal(f[s].file, names[n - 1]);
+    }
+#define END(s) (f[s].off + 64 + f[s].body_len)
+    const char *last = names[n - 1];
+    char p[4096];
+    tu_path(p, sizeof p, dir, last);
+    tu_snap *snap = tu_snap_take(dir);
+
+    expect_same(dir, 0, NULL, 0, 0, "clean");
+    /* The writer's reserved zero tail after whole records (a crash). */
+    zero_range(p, 0, 0, 4096);
+    expect_same(dir, 0, NULL, 0, 0, "reserved zero tail");
+    /* A zeroed run of frames (a rotted page) in the last file, closed:
+     * the file ends with a frame, so all of it was synced. */
+    tu_snap_restore(snap, dir);
+    zero_range(p, f[62].off, END(63), 0);
+    expect_same(dir, TALLY_EINTEGRITY, last, f[62].off, 62,
+                "seqs 62-63 zeroed, closed file");
+    /* The same run with the reserved tail: 65..68 say (unsynced_depth)
+     * that 61..64 were durable. */
+    tu_snap_restore(snap, dir);
+    zero_range(p, f[62].off, END(63), 4096);
+    expect_same(dir, TALLY_EINTEGRITY, last, f[62].off, 62,
+                "seqs 62-63 zeroed, reserved tail");
+    /* A hole in records never synced, with the reserved tail: nothing
+     * says they were durable, a torn tail that recovery cuts. */
+    tu_snap_restore(snap, dir);
+    zero_range(p, f[66].off, END(67), 4096);
+    expect_same(dir, TALLY_ETORN, last, f[66].off, 66,
+                "seqs 66-67 zeroed (never synced), reserved tail");
+    /* A torn last frame: the file ends inside it. */
+    tu_snap_restore(snap, dir);
+    tu_truncate(p, f[68].off + 40);
+    expect_same(dir, TALLY_ETORN, last, f[68].off, 68, "torn last frame");
+    /* A torn last frame in the reserved tail: whole in length, its last
+     * bytes zero (a write cut short at a page boundary). */
+    tu_snap_restore(snap, dir);
+    zero_range(p, END(68) - 40, END(68), 4096);
+    expect_same(dir, TALLY_ETORN, last, f[68].off, 68,
+                "torn last frame in the reserved tail");
+    /* The last file under the name of the next segment (§1). */
+    tu_snap_restore(snap, dir);
+    {
+        uint64_t no = 0;
+        assert_true(ti_seg_parse_name(last, &no));
+        char other[TF_SEG_NAME_LEN + 1], q[4096];
+        ti_seg_name(other, no + 1);
+        tu_path(q, sizeof q, dir, other);
+        assert_int_equal(rename(p, q), 0);
+        expect_same(dir, TALLY_EINTEGRITY, other, 0, 61,
+                    "last file misnamed");
+        assert_int_equal(rename(q, p), 0);
+    }
+    /* A merged file (segments k-2 and k-1 in file k-2) with, under the
+     * name of file k-1, not the leftover copy of segment k-1 but segment
+     * k (§11.4): a file passed over as a leftover is named after its
+     * first segment too. */
+    tu_snap_restore(snap, dir);
+    {
+        char a[4096], b[4096];
+        tu_path(a, sizeof a, dir, names[n - 3]);
+        tu_path(b, sizeof b, dir, names[n - 2]);
+        size_t la, lb, lc;
+        uint8_t *da = tu_read(a, &la), *db = tu_read(b, &lb),
+                *dc = tu_read(p, &lc);
+        uint8_t *m = malloc(la + lb);
+        assert_non_null(m);
+        memcpy(m, da, la);
+        memcpy(m + la, db, lb);
+        tu_write(a, m, la + lb);
+        tu_write(b, dc, lc);
+        assert_int_equal(unlink(p), 0);
+        expect_same(dir, TALLY_EINTEGRITY, names[n - 2], 0, 61,
+                    "segment k under the name of file k-1, after the merged "
+                    "file");
+        free(da);
+        free(db);
+        free(dc);
+        free(m);
+    }
+#undef END
+    tu_snap_free(snap);
+    tu_rmrf(base);
+    free(base);
+}
+
 typedef struct writer_ctx {
     tally *t;
     volatile int stop;
@@ -664,6 +866,7 @@ int main(void)
         cmocka_unit_test(test_compaction_far),
         cmocka_unit_test(test_partial),
         cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_same_verdict),
         cmocka_unit_test(test_live),
         cmocka_unit_test(test_rlp),
         cmocka_unit_test(test_mpt),
