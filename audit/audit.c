@@ -28,7 +28,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "audit-internal.h"
 #include "tally-internal.h"
@@ -97,8 +96,7 @@ typedef struct audit {
     bool have_meta;
     /* keys */
     bool keyed;
-    uint8_t *dks;
-    bool *dk_ok;
+    ti_dkeys keys;
     ti_aead aead;
     bool seg_key;
     /* files */
@@ -207,45 +205,21 @@ static int open_keys(audit *a, const uint8_t *mk)
                     rc == TALLY_ECIPHER ? "AES-256-GCM is not available on "
                                           "this CPU"
                                         : "cannot set up the cipher");
-    a->dks = sodium_malloc(32u * a->meta.epoch_count);
-    a->dk_ok = calloc(a->meta.epoch_count, sizeof *a->dk_ok);
-    if (!a->dks || !a->dk_ok)
-        return fail(a, -ENOMEM, TALLY_AUDIT_IO, NULL, 0, 0, "out of memory");
-    for (uint16_t i = 0; i < a->meta.epoch_count; i++) {
-        rc = ti_epoch_unwrap(&a->meta.epochs[i], mk, a->meta.jid,
-                             a->dks + 32u * i);
-        if (rc == TALLY_EPRUNED)
-            continue; /* forgotten: its records stay sealed */
-        if (rc < 0)
-            return fail(a, rc, TALLY_AUDIT_METADATA, TF_META_FILE, 0, 0,
-                        "the data key of epoch %" PRIu32 " does not unwrap",
-                        a->meta.epochs[i].epoch);
-        a->dk_ok[i] = true;
-    }
+    uint32_t bad = 0;
+    rc = ti_dkeys_unwrap(&a->keys, &a->meta, mk, &bad);
+    if (rc == -ENOMEM)
+        return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, 0, "out of memory");
+    if (rc < 0)
+        return fail(a, rc, TALLY_AUDIT_METADATA, TF_META_FILE, 0, 0,
+                    "the data key of epoch %" PRIu32 " does not unwrap", bad);
     return 0;
 }
 
 static int install_segment_key(audit *a)
 {
-    a->seg_key = false;
-    if (!a->keyed)
-        return 0;
-    for (uint16_t i = 0; i < a->meta.epoch_count; i++) {
-        if (a->meta.epochs[i].epoch != a->w.seg.epoch)
-            continue;
-        if (!a->dk_ok[i])
-            return 0;
-        uint8_t *sk = sodium_malloc(32);
-        if (!sk)
-            return -ENOMEM;
-        ti_derive_segment_key(sk, a->dks + 32u * i, a->meta.jid,
-                              a->w.seg.segment_no, a->w.seg.salt);
-        ti_aead_setkey(&a->aead, sk);
-        sodium_free(sk);
-        a->seg_key = true;
-        return 0;
-    }
-    return 0;
+    int rc = ti_dkeys_segment(&a->keys, &a->meta, &a->aead, &a->w.seg);
+    a->seg_key = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 /* The first segment header of a file: 1 and *ret, 0 if it has none that
@@ -700,13 +674,10 @@ static int frame(audit *a)
         return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
                     h->seq, "SEALED record of reserved type 0x%04x", e.type);
     if (h->flags & TF_FRAME_COMPRESSED) {
-        int rc = ti_buf_reserve(&a->raw, e.raw_len ? e.raw_len : 1);
-        if (rc < 0)
+        int rc = ti_env_inflate(&e, &a->raw);
+        if (rc == -ENOMEM)
             return fail(a, rc, TALLY_AUDIT_IO, NULL, 0, 0, "out of memory");
-        uLongf out = e.raw_len;
-        uLong in = e.data_len;
-        if (uncompress2(a->raw.p, &out, e.data, &in) != Z_OK ||
-            out != e.raw_len || in != e.data_len)
+        if (rc < 0)
             return fail(a, TALLY_EINTEGRITY, TALLY_AUDIT_RECORD, a->cur, off,
                         h->seq, "compressed payload does not inflate to "
                         "raw_len %" PRIu32, e.raw_len);
@@ -1298,9 +1269,7 @@ static void audit_free(audit *a)
 {
     if (a->dirfd >= 0)
         close(a->dirfd);
-    if (a->dks)
-        sodium_free(a->dks);
-    free(a->dk_ok);
+    ti_dkeys_free(&a->keys);
     ti_aead_free(&a->aead);
     ti_seg_list_free(a->files.names, a->files.n);
     ti_walk_free(&a->w);

@@ -23,8 +23,7 @@ struct tally_iter {
     unsigned flags;
     uint64_t from_seq;
     bool keyed;          /* a key was given and decryption is on */
-    uint8_t *dks;        /* sodium_malloc'd: 32 bytes per epoch entry */
-    bool *dk_ok;
+    ti_dkeys keys;
     ti_aead aead;
     bool seg_key;        /* the current segment's key is installed */
     bool rechecked;      /* the end of this file was read again */
@@ -61,10 +60,7 @@ void tally_iter_free(tally_iter *it)
         return;
     if (it->dirfd >= 0)
         close(it->dirfd);
-    if (it->dks) {
-        sodium_free(it->dks);
-    }
-    free(it->dk_ok);
+    ti_dkeys_free(&it->keys);
     ti_aead_free(&it->aead);
     ti_seg_list_free(it->files.names, it->files.n);
     ti_walk_free(&it->w);
@@ -116,23 +112,13 @@ static int iter_open(tally_iter **ret, const char *dir,
                                        : "cannot set up the cipher");
             goto fail;
         }
-        it->dks = sodium_malloc(32u * it->meta.epoch_count);
-        it->dk_ok = calloc(it->meta.epoch_count, sizeof *it->dk_ok);
-        if (!it->dks || !it->dk_ok) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        for (uint16_t i = 0; i < it->meta.epoch_count; i++) {
-            rc = ti_epoch_unwrap(&it->meta.epochs[i], master_key,
-                                 it->meta.jid, it->dks + 32u * i);
-            if (rc == TALLY_EPRUNED)
-                continue; /* forgotten: its records stay sealed */
-            if (rc < 0) {
+        uint32_t bad = 0;
+        rc = ti_dkeys_unwrap(&it->keys, &it->meta, master_key, &bad);
+        if (rc < 0) {
+            if (rc != -ENOMEM)
                 ti_msg(err, errlen, "cannot unwrap the data key of epoch %u",
-                       it->meta.epochs[i].epoch);
-                goto fail;
-            }
-            it->dk_ok[i] = true;
+                       bad);
+            goto fail;
         }
     }
     rc = ti_seg_list(it->dirfd, &it->files.names, &it->files.n);
@@ -335,24 +321,73 @@ static int seek_snapshot(tally_iter *it)
 
 static int install_segment_key(tally_iter *it)
 {
-    it->seg_key = false;
-    if (!it->keyed)
+    int rc = ti_dkeys_segment(&it->keys, &it->meta, &it->aead, &it->w.seg);
+    it->seg_key = rc == 1;
+    return rc < 0 ? rc : 0;
+}
+
+/* Shared with the audit (tally-internal.h). */
+int ti_dkeys_unwrap(ti_dkeys *k, const ti_meta *m, const uint8_t mk[32],
+                    uint32_t *ret_epoch)
+{
+    k->dk = sodium_malloc(32u * m->epoch_count);
+    k->ok = calloc(m->epoch_count, sizeof *k->ok);
+    if (!k->dk || !k->ok)
+        return -ENOMEM;
+    for (uint16_t i = 0; i < m->epoch_count; i++) {
+        int rc = ti_epoch_unwrap(&m->epochs[i], mk, m->jid, k->dk + 32u * i);
+        if (rc == TALLY_EPRUNED)
+            continue; /* forgotten: its records stay sealed */
+        if (rc < 0) {
+            *ret_epoch = m->epochs[i].epoch;
+            return rc;
+        }
+        k->ok[i] = true;
+    }
+    return 0;
+}
+
+void ti_dkeys_free(ti_dkeys *k)
+{
+    if (k->dk)
+        sodium_free(k->dk); /* wipes */
+    free(k->ok);
+    k->dk = NULL;
+    k->ok = NULL;
+}
+
+int ti_dkeys_segment(const ti_dkeys *k, const ti_meta *m, ti_aead *a,
+                     const ti_seg_hdr *seg)
+{
+    if (!k->ok)
         return 0;
-    for (uint16_t i = 0; i < it->meta.epoch_count; i++) {
-        if (it->meta.epochs[i].epoch != it->w.seg.epoch)
+    for (uint16_t i = 0; i < m->epoch_count; i++) {
+        if (m->epochs[i].epoch != seg->epoch)
             continue;
-        if (!it->dk_ok[i])
+        if (!k->ok[i])
             return 0;
         uint8_t *sk = sodium_malloc(32);
         if (!sk)
             return -ENOMEM;
-        ti_derive_segment_key(sk, it->dks + 32u * i, it->meta.jid,
-                              it->w.seg.segment_no, it->w.seg.salt);
-        ti_aead_setkey(&it->aead, sk);
+        ti_derive_segment_key(sk, k->dk + 32u * i, m->jid, seg->segment_no,
+                              seg->salt);
+        ti_aead_setkey(a, sk);
         sodium_free(sk);
-        it->seg_key = true;
-        return 0;
+        return 1;
     }
+    return 0;
+}
+
+int ti_env_inflate(const ti_env *e, ti_buf *raw)
+{
+    int rc = ti_buf_reserve(raw, e->raw_len ? e->raw_len : 1);
+    if (rc < 0)
+        return rc;
+    uLongf out = e->raw_len;
+    uLong in = e->data_len;
+    if (uncompress2(raw->p, &out, e->data, &in) != Z_OK ||
+        out != e->raw_len || in != e->data_len)
+        return TALLY_EINTEGRITY;
     return 0;
 }
 
@@ -404,13 +439,10 @@ static int emit(tally_iter *it, tally_record *ret)
     r.payload = e.data;
     r.payload_len = e.data_len;
     if (h->flags & TF_FRAME_COMPRESSED) {
-        int rc = ti_buf_reserve(&it->raw, e.raw_len ? e.raw_len : 1);
-        if (rc < 0)
+        int rc = ti_env_inflate(&e, &it->raw);
+        if (rc == -ENOMEM)
             return iter_fail(it, rc, w->frame_off, h->seq, "out of memory");
-        uLongf out = e.raw_len;
-        uLong in = e.data_len;
-        if (uncompress2(it->raw.p, &out, e.data, &in) != Z_OK ||
-            out != e.raw_len || in != e.data_len)
+        if (rc < 0)
             return iter_fail(it, TALLY_EINTEGRITY, w->frame_off, h->seq,
                              "compressed payload does not inflate to raw_len");
         r.payload = it->raw.p;

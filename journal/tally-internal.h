@@ -399,6 +399,34 @@ int ti_seg_header_check(const ti_meta *m, const ti_seg_hdr *h,
 int ti_seg_leftover_check(int dirfd, const ti_meta *m, const char *name,
                           uint64_t *ret_seq, const char **why);
 
+/* ---- a reader's keys and payloads (reader.c) -------------------------------
+ * What the iterator and the audit share to open the records they walk. */
+
+/* The data keys of a journal's epochs, unwrapped once with the master key
+ * (FORMAT.md §3.2); each segment's key is derived from them (§2) when its
+ * header is met. A zeroed ti_dkeys holds no key. */
+typedef struct ti_dkeys {
+    uint8_t *dk; /* sodium_malloc'd: 32 bytes per epoch entry of the meta */
+    bool *ok;    /* per entry: unwrapped (false: the epoch was forgotten) */
+} ti_dkeys;
+
+/* Unwraps the data key of every epoch of m; a forgotten epoch is passed
+ * over (its records stay sealed). 0, -ENOMEM, or the error of
+ * ti_epoch_unwrap (TALLY_EKEY) with *ret_epoch the epoch that failed. The
+ * caller frees k with ti_dkeys_free in every case. */
+int ti_dkeys_unwrap(ti_dkeys *k, const ti_meta *m, const uint8_t mk[32],
+                    uint32_t *ret_epoch);
+void ti_dkeys_free(ti_dkeys *k); /* wipes */
+/* Installs into a the key of the segment whose header is seg: 1 done, 0
+ * its epoch's key is not known (no key, forgotten, or not in m), -ENOMEM. */
+int ti_dkeys_segment(const ti_dkeys *k, const ti_meta *m, ti_aead *a,
+                     const ti_seg_hdr *seg);
+
+/* Inflates the data of a COMPRESSED record's envelope into raw (§4.2: all
+ * of data_len gives exactly raw_len bytes). 0, -ENOMEM or
+ * TALLY_EINTEGRITY. */
+int ti_env_inflate(const ti_env *e, ti_buf *raw);
+
 /* ---- the compactor's view of a writer handle (compact/, FORMAT.md §11) ---- */
 
 /* What the compactor needs from an open writer: a dup of its directory fd
