@@ -184,7 +184,12 @@ static int lines_fill(lines *l)
  * last line without newline counts. */
 static int lines_get(lines *l, char **ret, size_t *ret_len)
 {
-    char *nl = memchr(l->buf + l->start, '\n', l->len - l->start);
+    char *nl;
+
+    /* Nothing buffered (buf may still be NULL: memchr must not see it). */
+    if (l->len == l->start)
+        return 0;
+    nl = memchr(l->buf + l->start, '\n', l->len - l->start);
 
     if (!nl && !(l->eof && l->len > l->start))
         return 0;
