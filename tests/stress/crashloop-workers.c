@@ -104,8 +104,10 @@ struct state {
     /* links of the records present at the last check: never to change */
     uint8_t (*links)[TALLY_HASH_BYTES];
     uint64_t nlinks, links_cap;
-    /* checkpointer, compactor: data record n (1-based) was acknowledged
-     * with seq ack_seq[n - 1]; n <= nacked */
+    /* checkpointer, compactor: data record n (1-based, n <= nacked) is at
+     * seq ack_seq[n - 1]: acknowledged there, or found there by a check
+     * after recovery (a record a killed writer wrote without acking it),
+     * and it must stay there */
     uint64_t *ack_seq;
     uint64_t nacked, ack_cap;
     uint64_t ndata;           /* data records at the last check */
@@ -635,7 +637,7 @@ static int status_fresh(struct state *s, const char *when, uint64_t *ret_seq)
         *ret_seq = 0;
     } else {
         st_fail("kill %u: tally status %s: exit %d, not fresh: the anchor "
-                "file is ahead of (or off) what the journal holds: %s%s",
+                "target is ahead of (or off) what the journal holds: %s%s",
                 s->kills_done, when, rc, out, err);
     }
     if (fresh < 0)
@@ -702,8 +704,10 @@ static void cp_run_and_kill(struct state *s, unsigned ms)
                 out[out_len + n] = '\n';
                 out_len += n + 1;
             }
-            if (st_rng_below(&s->rng, 3) == 0)
-                pause_until = now + st_rng_below(&s->rng, 4);
+            /* a pause after every burst: a few thousand records a second
+             * are enough for the rounds, and keep the journal (read three
+             * times after every kill) small */
+            pause_until = now + 2 + st_rng_below(&s->rng, 5);
         }
         struct pollfd p[2];
         int np = 0;
@@ -1467,6 +1471,7 @@ int main(int argc, char **argv)
                    s.partial_compactions, s.stray_files_max, s.torn_seen,
                    s.misreported, s.cuts, s.recover_kills, s.c.seed);
     }
+    sodium_memzero(s.key, sizeof s.key);
     st_rmrf(s.work);
     free(s.work);
     free(s.dir);
