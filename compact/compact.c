@@ -125,8 +125,7 @@ typedef struct compactor {
     uint8_t *mk;                 /* sodium_malloc'd */
     ti_meta meta;
     bool have_meta;
-    uint8_t *dks;                /* sodium_malloc'd, 32 bytes per epoch */
-    bool *dk_ok;
+    ti_dkeys keys;               /* the epochs' data keys (reader.c) */
     ti_aead aead;
     bool seg_key;
     uint64_t target;
@@ -246,42 +245,22 @@ static int keys_setup(compactor *c)
     int rc = ti_aead_alloc(&c->aead, c->meta.cipher);
     if (rc < 0)
         return cfail(c, rc, "cannot set up the cipher");
-    c->dks = sodium_malloc(32u * c->meta.epoch_count);
-    c->dk_ok = calloc(c->meta.epoch_count, sizeof *c->dk_ok);
-    if (!c->dks || !c->dk_ok)
-        return -ENOMEM;
-    for (uint16_t i = 0; i < c->meta.epoch_count; i++) {
-        rc = ti_epoch_unwrap(&c->meta.epochs[i], c->mk, c->meta.jid,
-                             c->dks + 32u * i);
-        if (rc == TALLY_EPRUNED)
-            continue; /* forgotten: its records keep their bodies */
-        if (rc < 0)
-            return cfail(c, rc, "cannot unwrap the data key of epoch %u",
-                         c->meta.epochs[i].epoch);
-        c->dk_ok[i] = true;
-    }
+    /* The reader's key set: a forgotten epoch is passed over, so its
+     * records keep their bodies. */
+    uint32_t bad = 0;
+    rc = ti_dkeys_unwrap(&c->keys, &c->meta, c->mk, &bad);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc < 0)
+        return cfail(c, rc, "cannot unwrap the data key of epoch %u", bad);
     return 0;
 }
 
 static int install_key(compactor *c, const ti_seg_hdr *h)
 {
-    c->seg_key = false;
-    for (uint16_t i = 0; i < c->meta.epoch_count; i++) {
-        if (c->meta.epochs[i].epoch != h->epoch)
-            continue;
-        if (!c->dk_ok[i])
-            return 0;
-        uint8_t *sk = sodium_malloc(32);
-        if (!sk)
-            return -ENOMEM;
-        ti_derive_segment_key(sk, c->dks + 32u * i, c->meta.jid,
-                              h->segment_no, h->salt);
-        ti_aead_setkey(&c->aead, sk);
-        sodium_free(sk);
-        c->seg_key = true;
-        return 0;
-    }
-    return 0;
+    int rc = ti_dkeys_segment(&c->keys, &c->meta, &c->aead, h);
+    c->seg_key = rc == 1;
+    return rc < 0 ? rc : 0;
 }
 
 /* The sealed files: a prefix of the sorted listing (a file holds segments
@@ -1217,9 +1196,7 @@ static void compactor_free(compactor *c)
         close(c->dirfd);
     if (c->mk)
         sodium_free(c->mk);
-    if (c->dks)
-        sodium_free(c->dks);
-    free(c->dk_ok);
+    ti_dkeys_free(&c->keys); /* wipes */
     ti_aead_free(&c->aead);
     if (c->have_meta)
         ti_meta_free(&c->meta);
